@@ -1,0 +1,215 @@
+"""MTSAM: SAM's image encoder (with task-aware adapters), per-channel no-mask embeddings and one
+mask decoder per task. The prompt encoder is gone in function: only its random-Fourier image
+positional encoding and its no-mask vector survive.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from segment_anything.modeling import MaskDecoder
+from segment_anything.modeling.prompt_encoder import PositionEmbeddingRandom
+from torch import nn
+
+from .adapters import AdaptedLinear, TaskRouting, is_shared_adapter_param
+from .variants import PIXEL_MEAN, PIXEL_STD
+
+# Head applied to each task's raw decoder output, by task name; unknown tasks get "identity".
+DEFAULT_HEADS = {"semantic": "log_softmax", "depth": "identity", "normal": "l2_normalize"}
+NORMAL_EPS = 1e-12  # guards the division only; raw outputs can be tiny at random init
+
+
+def apply_head(head: str, x: torch.Tensor) -> torch.Tensor:
+    if head == "log_softmax":
+        return F.log_softmax(x, dim=1)
+    if head == "l2_normalize":
+        return F.normalize(x, dim=1, eps=NORMAL_EPS)
+    if head == "identity":
+        return x
+    raise ValueError(f"unknown head {head!r}")
+
+
+def decode_channels(decoder: MaskDecoder, emb: torch.Tensor, pe: torch.Tensor, dense: torch.Tensor):
+    """Run a SAM mask decoder once per (image, output channel), batched, keeping mask token 0.
+
+    emb: (B, D, h, w) image embeddings; pe: (1, D, h, w); dense: (C, D) no-mask rows.
+    Returns low-res maps (B, C, 4h, 4w). Equivalent to ``decoder.predict_masks`` per image with an
+    empty sparse prompt (C, 0, D) and dense prompt ``dense`` broadcast over the grid.
+    """
+    b, d, h, w = emb.shape
+    c = dense.shape[0]
+    src = (emb.unsqueeze(1) + dense[None, :, :, None, None]).reshape(b * c, d, h, w)
+    pos = pe.expand(b * c, -1, -1, -1)
+    tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
+    tokens = tokens.unsqueeze(0).expand(b * c, -1, -1)
+    hs, src = decoder.transformer(src, pos, tokens)
+    src = src.transpose(1, 2).reshape(b * c, d, h, w)
+    upscaled = decoder.output_upscaling(src)  # (B·C, D/8, 4h, 4w)
+    hyper = decoder.output_hypernetworks_mlps[0](hs[:, 1, :])  # (B·C, D/8)
+    masks = (hyper.unsqueeze(1) @ upscaled.flatten(2)).squeeze(1)
+    return masks.view(b, c, *upscaled.shape[-2:])
+
+
+class MTSAM(nn.Module):
+    """Multi-task SAM.
+
+    Args:
+        image_encoder: SAM ``ImageEncoderViT`` (adapters already injected, if any).
+        pe_layer: SAM's ``PositionEmbeddingRandom`` for the image grid.
+        no_mask_embed: (D,) SAM's no-mask vector; copied into one row per output channel.
+        decoder: SAM ``MaskDecoder``; deep-copied once per task.
+        tasks: task name → output channels, in output order.
+        heads: task name → head ("log_softmax" | "identity" | "l2_normalize").
+        normalize: "sam" (SAM's pixel mean/std on the 0–255 scale) or "none" (feed [0, 1]).
+        routing: the ``TaskRouting`` the encoder's adapters read.
+    """
+
+    def __init__(
+        self,
+        image_encoder: nn.Module,
+        pe_layer: PositionEmbeddingRandom,
+        no_mask_embed: torch.Tensor,
+        decoder: MaskDecoder,
+        tasks: Mapping[str, int],
+        heads: Mapping[str, str] | None = None,
+        normalize: str = "sam",
+        routing: TaskRouting | None = None,
+    ) -> None:
+        super().__init__()
+        if normalize not in ("sam", "none"):
+            raise ValueError(f"normalize must be 'sam' or 'none', got {normalize!r}")
+        self.image_encoder = image_encoder
+        self.pe_layer = pe_layer
+        self.task_names = list(tasks)
+        self.channels = {t: int(c) for t, c in tasks.items()}
+        self.heads = {t: (heads or {}).get(t, DEFAULT_HEADS.get(t, "identity")) for t in self.task_names}
+        offsets, start = {}, 0
+        for t in self.task_names:
+            offsets[t] = (start, start + self.channels[t])
+            start += self.channels[t]
+        self.row_slices = offsets
+        # One no-mask row per output channel of all tasks, each initialised from SAM's vector.
+        self.no_mask = nn.Parameter(no_mask_embed.detach().reshape(1, -1).repeat(start, 1).clone())
+        self.decoders = nn.ModuleDict({t: copy.deepcopy(decoder) for t in self.task_names})
+        self.normalize = normalize
+        self.routing = routing or TaskRouting()
+        self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(1, 3, 1, 1), persistent=False)
+        self.build_config: dict = {}  # filled by build_mtsam; makes adapter checkpoints self-describing
+        self.mark_trainable()
+
+    @property
+    def image_size(self) -> int:
+        return self.image_encoder.img_size
+
+    # ----------------------------------------------------------------------------- parameters
+    def mark_trainable(self) -> None:
+        """Adapter factors, encoder norms, the no-mask table and task decoders train; the rest is frozen."""
+        for p in self.parameters():
+            p.requires_grad_(False)
+        for module in self.image_encoder.modules():
+            if isinstance(module, AdaptedLinear):
+                for p in module.parameters(recurse=False):
+                    p.requires_grad_(True)
+            elif "LayerNorm" in type(module).__name__:
+                for p in module.parameters():
+                    p.requires_grad_(True)
+        self.no_mask.requires_grad_(True)
+        for p in self.decoders.parameters():
+            p.requires_grad_(True)
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        groups: dict[str, list[nn.Parameter]] = {
+            "adapter": [],
+            "encoder_norms": [],
+            "no_mask": [self.no_mask],
+        }
+        for module in self.image_encoder.modules():
+            if isinstance(module, AdaptedLinear):
+                groups["adapter"] += list(module.parameters(recurse=False))
+            elif "LayerNorm" in type(module).__name__:
+                groups["encoder_norms"] += list(module.parameters())
+        groups["decoders"] = list(self.decoders.parameters())
+        return groups
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """Trainable parameters every task's loss reaches (for gradient-based task weighting)."""
+        shared = []
+        for module in self.image_encoder.modules():
+            if isinstance(module, AdaptedLinear):
+                shared += [
+                    p for n, p in module.named_parameters(recurse=False) if is_shared_adapter_param(n, module)
+                ]
+            elif "LayerNorm" in type(module).__name__:
+                shared += list(module.parameters())
+        return [p for p in shared if p.requires_grad]
+
+    def parameter_summary(self) -> dict[str, int]:
+        count = lambda ps: sum(p.numel() for p in ps)  # noqa: E731
+        summary = {
+            "total": count(self.parameters()),
+            "trainable": count(p for p in self.parameters() if p.requires_grad),
+        }
+        summary.update({k: count(v) for k, v in self.parameter_groups().items()})
+        summary["frozen"] = summary["total"] - summary["trainable"]
+        return summary
+
+    # ----------------------------------------------------------------------------- forward
+    def preprocess(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """(B, 3, H, W) in [0, 1] → (B, 3, S, S): longest side resized to S, normalised, padded."""
+        h, w = images.shape[-2:]
+        scale = self.image_size / max(h, w)
+        nh, nw = int(h * scale + 0.5), int(w * scale + 0.5)
+        x = images
+        if (nh, nw) != (h, w):
+            x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=scale < 1)
+        if self.normalize == "sam":
+            x = (x * 255.0 - self.pixel_mean) / self.pixel_std
+        x = F.pad(x, (0, self.image_size - nw, 0, self.image_size - nh))
+        return x, (nh, nw)
+
+    def postprocess(self, masks: torch.Tensor, resized: tuple[int, int], out_hw: tuple[int, int]):
+        """Low-res maps → padded input size, crop the padding, resize to the label resolution."""
+        x = F.interpolate(
+            masks, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False
+        )
+        x = x[..., : resized[0], : resized[1]]
+        return F.interpolate(x, size=out_hw, mode="bilinear", align_corners=False)
+
+    def encode(self, images: torch.Tensor, task_index: torch.Tensor | int) -> torch.Tensor:
+        """Encoder pass with the adapters routed by ``task_index`` (int or per-sample tensor)."""
+        self.routing.index = task_index
+        try:
+            return self.image_encoder(images)
+        finally:
+            self.routing.index = None
+
+    def decode(self, task: str, emb: torch.Tensor, resized, out_hw) -> torch.Tensor:
+        start, stop = self.row_slices[task]
+        pe = self.pe_layer(emb.shape[-2:]).unsqueeze(0).to(emb.dtype)
+        masks = decode_channels(self.decoders[task], emb, pe, self.no_mask[start:stop].to(emb.dtype))
+        return apply_head(self.heads[task], self.postprocess(masks.float(), resized, out_hw))
+
+    def forward(self, images: torch.Tensor, tasks: list[str] | None = None) -> dict[str, torch.Tensor]:
+        """images: (B, 3, H, W) floats in [0, 1] → {task: (B, C_t, H, W)} with heads applied.
+
+        All requested tasks share ONE encoder pass: the batch is stacked task-major
+        ([task0: img0..imgB-1, task1: img0..], index = task position) and split back the same way.
+        """
+        tasks = tasks or self.task_names
+        b, hw = images.shape[0], tuple(images.shape[-2:])
+        x, resized = self.preprocess(images)
+        ids = torch.tensor([self.task_names.index(t) for t in tasks], device=images.device)
+        index = ids.repeat_interleave(b)  # task-major, matches x.repeat below
+        emb = self.encode(x.repeat(len(tasks), 1, 1, 1), index)
+        emb = emb.view(len(tasks), b, *emb.shape[1:])
+        return {t: self.decode(t, emb[i], resized, hw) for i, t in enumerate(tasks)}
+
+    def forward_task(self, images: torch.Tensor, task: str) -> torch.Tensor:
+        """Single-task forward (baselines, inference): (B, 3, H, W) → (B, C_t, H, W)."""
+        x, resized = self.preprocess(images)
+        emb = self.encode(x, self.task_names.index(task))
+        return self.decode(task, emb, resized, tuple(images.shape[-2:]))
