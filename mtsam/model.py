@@ -15,21 +15,11 @@ from segment_anything.modeling.prompt_encoder import PositionEmbeddingRandom
 from torch import nn
 
 from .adapters import AdaptedLinear, TaskRouting, is_shared_adapter_param
+from .tasks import apply_head
 from .variants import PIXEL_MEAN, PIXEL_STD
 
 # Head applied to each task's raw decoder output, by task name; unknown tasks get "identity".
 DEFAULT_HEADS = {"semantic": "log_softmax", "depth": "identity", "normal": "l2_normalize"}
-NORMAL_EPS = 1e-12  # guards the division only; raw outputs can be tiny at random init
-
-
-def apply_head(head: str, x: torch.Tensor) -> torch.Tensor:
-    if head == "log_softmax":
-        return F.log_softmax(x, dim=1)
-    if head == "l2_normalize":
-        return F.normalize(x, dim=1, eps=NORMAL_EPS)
-    if head == "identity":
-        return x
-    raise ValueError(f"unknown head {head!r}")
 
 
 def decode_channels(decoder: MaskDecoder, emb: torch.Tensor, pe: torch.Tensor, dense: torch.Tensor):

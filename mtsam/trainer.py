@@ -1,0 +1,296 @@
+"""The MTSAM trainer: one multi-task (or single-task) training run, nothing about Ray.
+
+Per epoch it trains, evaluates on the validation split, keeps the best epoch (by validation Δb or a
+named metric) together with that epoch's test metrics, writes ``metrics.jsonl`` and a
+self-describing checkpoint, then calls the epoch callbacks with every metric.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, RandomSampler
+
+from . import factory
+from .adapter_state import atomic_torch_save, load_trainable, save_adapter, trainable_state
+from .adapters import orthogonality_loss
+from .config import RunConfig, config_to_dict, dump_yaml
+from .errors import CheckpointError, MTSAMError
+from .evaluation import evaluate, selection_metric
+from .faults import FaultInjector
+from .optim import build_optimizer, build_scheduler
+
+CHECKPOINT = "checkpoint.pt"
+BEST_ADAPTER = "best_adapter.pt"
+METRICS = "metrics.jsonl"
+TRAIN_FORMAT, TRAIN_FORMAT_VERSION = "mtsam-train", 1
+
+EpochCallback = Callable[[dict, "Trainer"], None]
+
+
+class NonFiniteLoss(MTSAMError):
+    """Training diverged; the message says where ("non-finite loss at epoch E step S")."""
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise MTSAMError("train.device: cuda requested but no CUDA device is visible")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+class Trainer:
+    def __init__(
+        self,
+        config: RunConfig,
+        run_dir: str | Path,
+        callbacks: list[EpochCallback] | None = None,
+        resume_from: str | Path | None = None,
+        progress: bool = False,
+    ) -> None:
+        self.config = config
+        self.run_dir = Path(run_dir).resolve()
+        self.callbacks = list(callbacks or [])
+        self.progress = progress
+        self.device = pick_device(config.train.device)
+        torch.manual_seed(config.train.seed)
+        self.model = factory.build_model(config).to(self.device)
+        self.tasks = factory.tasks_for(config)
+        self.task_names = list(self.tasks)
+        self.weighting = factory.weighting_for(config).to(self.device)
+        self.train_set, self.val_set, self.test_set = factory.build_datasets(config)
+        self.shared_params = self.model.shared_parameters()
+        self.optimizer = build_optimizer(config.train, self.model, self.weighting)
+        self.steps_per_epoch = self._steps_per_epoch()
+        self.scheduler = build_scheduler(
+            config.train, self.optimizer, self.steps_per_epoch * config.train.epochs
+        )
+        self.select_key, self.select_higher = selection_metric(config, self.tasks)
+        self.faults = FaultInjector(config.faults)
+        self.epoch, self.step = 0, 0
+        self.best: dict | None = None
+        self.history: list[dict] = []
+        self.has_tora = any(n.endswith(".U1") for n, _ in self.model.named_parameters())
+        if resume_from is not None:
+            self.load_checkpoint(resume_from)
+
+    # ------------------------------------------------------------------ data
+    def _loader(self, dataset, train: bool) -> DataLoader:
+        data = self.config.data
+        if not train:
+            return DataLoader(
+                dataset,
+                batch_size=data.eval_batch_size or data.batch_size,
+                shuffle=False,
+                num_workers=data.num_workers,
+            )
+        # Shuffle order depends only on (seed, epoch), so a resumed run sees the same batches.
+        generator = torch.Generator().manual_seed(self.config.train.seed * 100_003 + self.epoch)
+        dataset.set_epoch(self.epoch)
+        return DataLoader(
+            dataset,
+            batch_size=data.batch_size,
+            sampler=RandomSampler(dataset, generator=generator),
+            num_workers=data.num_workers,
+            drop_last=len(dataset) > data.batch_size,
+        )
+
+    def _steps_per_epoch(self) -> int:
+        data, train = self.config.data, self.config.train
+        batches = max(1, len(self.train_set) // data.batch_size)
+        steps = math.ceil(batches / train.grad_accum)
+        return min(steps, train.max_steps_per_epoch or steps)
+
+    def _autocast(self):
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return nullcontext()
+
+    # ------------------------------------------------------------------ training
+    def train_epoch(self) -> dict:
+        self.model.train()
+        accum = self.config.train.grad_accum
+        lam = self.config.train.ortho_weight if self.has_tora else 0.0
+        sums = torch.zeros(len(self.task_names))
+        weight_sums = torch.zeros(len(self.task_names))
+        ortho_sum, micro, images, start = 0.0, 0, 0, time.perf_counter()
+        loader = self._loader(self.train_set, train=True)
+        batches = loader
+        if self.progress:
+            from tqdm import tqdm
+
+            batches = tqdm(loader, desc=f"epoch {self.epoch + 1}", leave=False, unit="batch")
+        steps_done = 0
+        self.optimizer.zero_grad(set_to_none=True)
+        for i, batch in enumerate(batches):
+            batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+            with self._autocast():
+                outputs = self.model(batch["image"])
+            losses = torch.stack([self.tasks[t].loss(outputs[t].float(), batch[t]) for t in self.task_names])
+            losses = self.faults.corrupt_loss(losses, self.epoch + 1, self.step + 1)
+            if not torch.isfinite(losses).all():
+                raise NonFiniteLoss(f"non-finite loss at epoch {self.epoch + 1} step {self.step + 1}")
+            weights = self.weighting.backward(losses / accum, self.shared_params)
+            sums += losses.detach().float().cpu()
+            weight_sums += weights.detach().float().cpu()
+            micro += 1
+            images += batch["image"].shape[0]
+            last_of_group = (i + 1) % accum == 0 or i + 1 == len(loader)
+            if not last_of_group:
+                continue
+            if lam > 0:  # once per optimiser step, as in the reference
+                ortho = orthogonality_loss(self.model)
+                (lam * ortho).backward()
+                ortho_sum += float(ortho.detach())
+            if self.config.train.grad_clip:
+                torch.nn.utils.clip_grad_norm_(self._trainable(), self.config.train.grad_clip)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.weighting.after_step(losses.detach())
+            self.step += 1
+            steps_done += 1
+            self.faults.maybe_crash(self.epoch + 1, steps_done)
+            if steps_done >= self.steps_per_epoch:
+                break
+        elapsed = time.perf_counter() - start
+        means = sums / max(micro, 1)
+        self.weighting.on_epoch_end(means.to(self.device))
+        record = {f"train/loss/{t}": float(means[k]) for k, t in enumerate(self.task_names)}
+        weights = weight_sums / max(micro, 1)
+        record.update({f"train/weight/{t}": float(weights[k]) for k, t in enumerate(self.task_names)})
+        record["train/loss/ortho"] = ortho_sum / max(steps_done, 1)
+        record["train/loss/total"] = float((weights * means).sum()) + lam * record["train/loss/ortho"]
+        record["train/lr"] = self.optimizer.param_groups[0]["lr"]
+        record["train/epoch_time_s"] = elapsed
+        record["train/images_per_s"] = images / elapsed if elapsed > 0 else 0.0
+        return record
+
+    def _trainable(self):
+        return [p for g in self.optimizer.param_groups for p in g["params"]]
+
+    def evaluate(self, split: str) -> dict:
+        dataset = {"val": self.val_set, "test": self.test_set}[split]
+        loader = self._loader(dataset, train=False)
+        return evaluate(
+            self.model, loader, self.tasks, split, self.config.baseline, self.device, self._autocast
+        )
+
+    def fit(self) -> dict:
+        """Train up to ``train.epochs`` (continuing after a resume); returns the final summary."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "config.yaml").write_text(dump_yaml(self.config))
+        while self.epoch < self.config.train.epochs:
+            record = {"epoch": self.epoch + 1, **self.train_epoch()}
+            self.epoch += 1
+            if self.epoch % self.config.train.eval_every == 0 or self.epoch == self.config.train.epochs:
+                start = time.perf_counter()
+                record.update(self.evaluate("val"))
+                self._update_best(record)
+                record["train/eval_time_s"] = time.perf_counter() - start
+            if self.best:
+                record.update(self.best["test"])
+                record["best/epoch"] = self.best["epoch"]
+            self.history.append(record)
+            self.save_checkpoint()
+            with open(self.run_dir / METRICS, "a") as fh:
+                fh.write(json.dumps(record) + "\n")
+            for callback in self.callbacks:
+                callback(record, self)
+        return self.summary()
+
+    def _update_best(self, record: dict) -> None:
+        value = record.get(self.select_key)
+        if value is None or not math.isfinite(value):
+            return
+        if self.best is not None:
+            better = value > self.best["value"] if self.select_higher else value < self.best["value"]
+            if not better:
+                return
+        self.best = {
+            "epoch": self.epoch,
+            "metric": self.select_key,
+            "value": value,
+            "val": {k: v for k, v in record.items() if k.startswith("val/")},
+        }
+        self.best["test"] = self.evaluate("test")
+        save_adapter(
+            self.model,
+            self.run_dir / BEST_ADAPTER,
+            extra={
+                "epoch": self.epoch,
+                "metric": self.select_key,
+                "value": value,
+                "run_config": config_to_dict(self.config),
+                "val": self.best["val"],
+                "test": self.best["test"],
+            },
+        )
+
+    def summary(self) -> dict:
+        return {
+            "run_dir": str(self.run_dir),
+            "epochs": self.epoch,
+            "steps": self.step,
+            "best": self.best,
+            "parameters": self.model.parameter_summary(),
+            "last": self.history[-1] if self.history else {},
+        }
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self) -> Path:
+        payload = {
+            "format": TRAIN_FORMAT,
+            "format_version": TRAIN_FORMAT_VERSION,
+            "config": config_to_dict(self.config),
+            "epoch": self.epoch,
+            "step": self.step,
+            "model": trainable_state(self.model),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "weighting": self.weighting.state_dict(),
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
+            },
+            "best": self.best,
+            "history": self.history,
+        }
+        return atomic_torch_save(payload, self.run_dir / CHECKPOINT)
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        path = Path(path)
+        if path.is_dir():
+            path = path / CHECKPOINT
+        if not path.is_file():
+            raise CheckpointError(f"training checkpoint {path}: file not found")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
+            raise CheckpointError(
+                f"training checkpoint {path}: not readable ({type(exc).__name__})"
+            ) from None
+        if not isinstance(state, dict) or state.get("format") != TRAIN_FORMAT:
+            raise CheckpointError(f"training checkpoint {path}: not an MTSAM training checkpoint")
+        if state.get("format_version") != TRAIN_FORMAT_VERSION:
+            raise CheckpointError(f"training checkpoint {path}: format version {state.get('format_version')}")
+        load_trainable(self.model, state["model"], source=f"training checkpoint {path}")
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.weighting.load_state_dict(state["weighting"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if self.device.type == "cuda" and state["rng"]["cuda"]:
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.best, self.history = state["best"], list(state["history"])
+        # metrics.jsonl holds exactly the epochs of the checkpoint: a crash after it is forgotten.
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.run_dir / METRICS, "w") as fh:
+            fh.writelines(json.dumps(r) + "\n" for r in self.history)
