@@ -1,0 +1,211 @@
+"""Load a sweep from an MLflow tracking store, relying only on docs/TRACKING.md.
+
+Parent run: tag ``mtsam.role=sweep`` (artifact ``baseline.json``); trials: its child runs
+(``mlflow.parentRunId``); baseline runs: ``mtsam.role=baseline`` in the same experiment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from analysis.delta import SPLITS
+from analysis.errors import AnalysisError
+from analysis.frames import TrialRecord, build_trials
+from analysis.params import parse_params
+from analysis.sweep import Sweep
+
+ROLE_TAG, TRIAL_ID_TAG, PARENT_TAG = "mtsam.role", "mtsam.trial_id", "mlflow.parentRunId"
+BASELINE_ARTIFACT = "baseline.json"
+_PAGE = 1000
+
+
+def check_tracking_uri(uri: str) -> None:
+    """Fail fast, and without side effects, on a store that is not there.
+
+    MLflow would silently create an empty sqlite file, or retry an unreachable server for minutes.
+    """
+    if not uri:
+        raise AnalysisError(
+            "tracking URI is empty; expected e.g. sqlite:///runs/mlflow.db or http://host:5000"
+        )
+    if uri.startswith("sqlite:"):
+        path = uri.removeprefix("sqlite:").removeprefix("///")
+        if path in ("", ":memory:") or not Path(path).is_file():
+            raise AnalysisError(
+                f"tracking URI {uri}: sqlite file '{path}' does not exist; expected an MLflow database"
+            )
+    elif uri.startswith(("http://", "https://")):
+        try:
+            urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5).close()
+        except urllib.error.HTTPError:
+            pass  # something answers; MLflow's own calls will tell what is wrong
+        except (urllib.error.URLError, OSError) as err:
+            reason = getattr(err, "reason", err)
+            raise AnalysisError(
+                f"tracking URI {uri} is unreachable ({reason}); expected a running MLflow server"
+            ) from err
+    elif "://" not in uri or uri.startswith("file:"):
+        path = uri.removeprefix("file://")
+        if not Path(path).is_dir():
+            raise AnalysisError(
+                f"tracking URI {uri}: directory '{path}' does not exist; expected an MLflow store"
+            )
+
+
+def load_mlflow_sweep(
+    tracking_uri: str,
+    experiment: str | None = None,
+    parent_run_id: str | None = None,
+    split: str | None = None,
+) -> Sweep:
+    """Sweep of ``experiment`` (its latest parent run) or of the parent run ``parent_run_id``."""
+    if not experiment and not parent_run_id:
+        raise AnalysisError("give an experiment name or a parent run id")
+    check_tracking_uri(tracking_uri)
+    from mlflow.exceptions import MlflowException  # lazy: mlflow import is ~2 s
+
+    try:
+        return _load(tracking_uri, experiment, parent_run_id, split)
+    except MlflowException as err:
+        raise AnalysisError(f"tracking URI {tracking_uri}: {err.message.splitlines()[0]}") from err
+    except OSError as err:  # e.g. requests' ConnectionError mid-way
+        raise AnalysisError(f"tracking URI {tracking_uri}: {err}") from err
+
+
+def _load(uri: str, experiment: str | None, parent_run_id: str | None, split: str | None) -> Sweep:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    notes: list[str] = []
+    if parent_run_id:
+        parent = _get_run(client, parent_run_id, uri)
+        exp = client.get_experiment(parent.info.experiment_id)
+        if experiment and exp.name != experiment:
+            raise AnalysisError(
+                f"parent run {parent_run_id} belongs to experiment '{exp.name}', not '{experiment}'"
+            )
+    else:
+        exp = client.get_experiment_by_name(experiment)
+        if exp is None:
+            known = sorted(e.name for e in client.search_experiments(max_results=50))
+            raise AnalysisError(
+                f"experiment '{experiment}' not found at {uri}; expected one of: {', '.join(known) or 'none'}"
+            )
+        parents = _search(client, exp.experiment_id, f"tags.`{ROLE_TAG}` = 'sweep'")
+        parent = max(parents, key=lambda r: r.info.start_time or 0) if parents else None
+        if len(parents) > 1:
+            notes.append(
+                f"experiment has {len(parents)} sweep runs; using the latest ({parent.info.run_id}), "
+                "pass a parent run id to choose another"
+            )
+    if parent is not None:
+        runs = _search(client, exp.experiment_id, f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'")
+        runs = [r for r in runs if r.data.tags.get(ROLE_TAG, "trial") == "trial"]
+    else:
+        runs = _search(client, exp.experiment_id, f"tags.`{ROLE_TAG}` = 'trial'")
+        notes.append(f"no parent run (tag {ROLE_TAG}=sweep): using the experiment's {len(runs)} trial runs")
+    runs.sort(key=lambda r: (r.info.start_time or 0, r.info.run_id))
+    where = f"parent run {parent.info.run_id}" if parent is not None else f"experiment '{exp.name}'"
+    if not runs:
+        raise AnalysisError(
+            f"sweep {where} at {uri} has no trial runs; expected child runs with tag {ROLE_TAG}=trial"
+        )
+    baseline = _read_baseline(client, parent.info.run_id) if parent is not None else None
+    base_runs = _search(client, exp.experiment_id, f"tags.`{ROLE_TAG}` = 'baseline'")
+    base_frame = build_trials([_record(client, r) for r in base_runs])[0] if base_runs else pd.DataFrame()
+    return Sweep.from_records(
+        exp.name,
+        f"mlflow:{uri}",
+        [_record(client, r) for r in runs],
+        baseline=baseline,
+        split=split,
+        parent_run_id=parent.info.run_id if parent is not None else None,
+        tags=dict(parent.data.tags) if parent is not None else {},
+        baseline_runs=base_frame,
+        notes=tuple(notes),
+    )
+
+
+def _get_run(client: Any, run_id: str, uri: str) -> Any:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_run(run_id)
+    except MlflowException as err:
+        raise AnalysisError(
+            f"parent run '{run_id}' not found at {uri}; expected the run id of a sweep"
+        ) from err
+
+
+def _search(client: Any, experiment_id: str, filter_string: str) -> list[Any]:
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], filter_string, max_results=_PAGE, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def _record(client: Any, run: Any) -> TrialRecord:
+    info, tags = run.info, run.data.tags
+    meta = {
+        "run_id": info.run_id,
+        "trial_id": tags.get(TRIAL_ID_TAG) or info.run_name or info.run_id[:8],
+        "run_name": info.run_name,
+        "status": info.status,
+        "status_reason": tags.get("mtsam.status_reason"),
+        "adapter": tags.get("mtsam.adapter"),
+        "weighting": tags.get("mtsam.weighting"),
+        "task": tags.get("mtsam.task"),
+        "start_time": info.start_time,
+        "end_time": info.end_time,
+    }
+    by_epoch: dict[int, dict[str, Any]] = {}
+    for key in run.data.metrics:
+        if key.startswith("model/"):
+            continue  # logged once at step 0, not per epoch
+        # ordered by step then timestamp: the later value of a re-logged step wins
+        for m in sorted(client.get_metric_history(info.run_id, key), key=lambda m: (m.step, m.timestamp)):
+            if m.step >= 1:
+                by_epoch.setdefault(m.step, {"epoch": m.step})[key] = m.value
+    return TrialRecord(meta, parse_params(run.data.params), dict(run.data.metrics), list(by_epoch.values()))
+
+
+@contextlib.contextmanager
+def _quiet_downloads() -> Iterator[None]:
+    # MLflow draws a tqdm bar on stderr even for one small file
+    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    old = os.environ.get(key)
+    os.environ[key] = "false"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = old
+
+
+def _read_baseline(client: Any, run_id: str) -> dict[str, Any] | None:
+    if BASELINE_ARTIFACT not in {f.path for f in client.list_artifacts(run_id)}:
+        return None
+    with tempfile.TemporaryDirectory() as tmp, _quiet_downloads():
+        path = client.download_artifacts(run_id, BASELINE_ARTIFACT, tmp)
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as err:
+            raise AnalysisError(f"{BASELINE_ARTIFACT} of run {run_id} is not valid JSON: {err}") from err
+    if not isinstance(data, dict):
+        raise AnalysisError(f"{BASELINE_ARTIFACT} of run {run_id} is not a JSON object")
+    return data if any(data.get(s) for s in SPLITS) else None  # an empty file = no baseline

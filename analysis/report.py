@@ -1,0 +1,160 @@
+"""``python -m analysis.report``: an HTML report (tables, embedded figures) plus CSV/PNG files of a sweep.
+
+    python -m analysis.report --tracking-uri sqlite:///runs/mlflow.db --experiment NAME --out DIR
+
+Writes DIR/report.html, trials.csv, history.csv, results.{md,tex,csv} and the figures' PNGs. Every
+file is written into a temporary directory beside DIR that replaces DIR at the end, so an error
+never leaves DIR half-written (nor creates it). Errors: one ``error: ...`` line, exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
+from analysis import html
+from analysis.errors import AnalysisError
+from analysis.export import export_table
+from analysis.plots import save_figure
+from analysis.sweep import Sweep
+
+EXIT_ERROR = 2
+SECTIONS = {  # table name -> (heading, figure shown with it)
+    "results": ("Best trial per group", None),
+    "pareto": ("Pareto front: objective vs trainable parameters", "pareto"),
+    "weighting": ("Weighting methods", "weighting"),
+    "ranks": ("ToRA rank sensitivity", "rank_sensitivity"),
+    "trials": ("All trials", "learning_curves"),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, like every other error of this CLI
+        raise AnalysisError(f"{message} (see --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m analysis.report", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--tracking-uri", required=True, help="MLflow tracking URI, e.g. sqlite:///runs/mlflow.db"
+    )
+    parser.add_argument("--experiment", help="sweep (MLflow experiment) name")
+    parser.add_argument("--parent-run-id", help="parent run of the sweep (default: the experiment's latest)")
+    parser.add_argument("--out", required=True, type=Path, help="output directory (replaced as a whole)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and MLflow's logging")
+    return parser
+
+
+def write_report(sweep: Sweep, out_dir: Path) -> list[Path]:
+    """Write all report files into the existing directory ``out_dir``; returns their paths."""
+    from analysis.summary import summarize
+
+    summary = summarize(sweep)
+    written = []
+    sweep.trials.to_csv(out_dir / "trials.csv", index=False)
+    sweep.history.to_csv(out_dir / "history.csv", index=False)
+    written += [out_dir / "trials.csv", out_dir / "history.csv"]
+    if "results" in summary.tables:
+        written += export_table(summary.tables["results"], out_dir / "results")
+    pngs = {name: save_figure(fig, out_dir / f"{name}.png") for name, fig in summary.figures.items()}
+    written += list(pngs.values())
+    info = {k: v for k, v in sweep.summary().items() if v is not None}
+    if summary.objective:
+        info["ranked by"] = (
+            f"{summary.objective} ({'higher' if summary.higher_is_better else 'lower'} is better)"
+        )
+    info.update({k: v for k, v in sweep.tags.items() if k.startswith("mtsam.") and k != "mtsam.role"})
+    blocks = [html.facts(info), html.notes(summary.notes)]
+    for name, (heading, fig) in SECTIONS.items():
+        parts = [html.table(summary.tables[name])] if name in summary.tables else []
+        if fig in pngs:
+            parts.append(html.figure(pngs[fig], fig.replace("_", " ")))
+        if parts:
+            blocks.append(html.section(heading, *parts))
+    (out_dir / "report.html").write_text(html.page(f"Sweep report: {sweep.name}", blocks), encoding="utf-8")
+    return [out_dir / "report.html", *written]
+
+
+def _check_out_dir(out: Path) -> None:
+    """Fail before any work when DIR cannot be written (nothing is created here)."""
+    if out.exists() and not out.is_dir():
+        raise AnalysisError(f"output path {out} is a file; expected a directory (created or replaced)")
+    existing = out.parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise AnalysisError(f"output directory {out} cannot be created: {existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise AnalysisError(f"output directory {out} cannot be created: {existing} is not writable")
+    if out.exists() and not os.access(out, os.W_OK | os.X_OK):
+        raise AnalysisError(f"output directory {out} is not writable")
+
+
+def _write_atomically(sweep: Sweep, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        write_report(sweep, tmp)
+        tmp.chmod(0o755)  # mkdtemp makes it private; the report is meant to be shared
+        if out.exists():  # swap: the old report disappears only once the new one is complete
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.replace(out, old / out.name)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def run(args: argparse.Namespace) -> Path:
+    from analysis.mlflow_source import load_mlflow_sweep
+
+    out = args.out.expanduser().absolute()
+    _check_out_dir(out)
+    sweep = load_mlflow_sweep(args.tracking_uri, args.experiment, args.parent_run_id)
+    try:
+        _write_atomically(sweep, out)
+    except OSError as err:
+        raise AnalysisError(f"cannot write the report to {out}: {err.strerror or err}") from err
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    debug = "--debug" in (sys.argv[1:] if argv is None else argv)
+    if not debug:  # MLflow/alembic INFO lines are noise around a one-line error
+        for name in ("mlflow", "alembic"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        args = build_parser().parse_args(argv)
+        if not args.experiment and not args.parent_run_id:
+            raise AnalysisError("give --experiment NAME or --parent-run-id ID")
+        out = run(args)
+    except AnalysisError as err:
+        if debug:
+            traceback.print_exc()
+        print("error: " + " ".join(str(err).split()), file=sys.stderr)  # exactly one line
+        return EXIT_ERROR
+    except Exception as err:  # a bug, or a library failing in a way not foreseen: still one line
+        if debug:
+            traceback.print_exc()
+        text = " ".join(str(err).split())
+        print(
+            f"error: unexpected {type(err).__name__}: {text} (rerun with --debug for details)",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+    print(f"report written to {out / 'report.html'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
