@@ -66,6 +66,8 @@ class Trainer:
         self.task_names = list(self.tasks)
         self.weighting = factory.weighting_for(config).to(self.device)
         self.train_set, self.val_set, self.test_set = factory.build_datasets(config)
+        for dataset in (self.train_set, self.val_set, self.test_set):
+            dataset.verify()
         self.shared_params = self.model.shared_parameters()
         self.optimizer = build_optimizer(config.train, self.model, self.weighting)
         self.steps_per_epoch = self._steps_per_epoch()

@@ -109,11 +109,19 @@ class MTANDataset(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def _load(self, key: str, index: int, hw: tuple[int, int] | None) -> np.ndarray:
+    def verify(self) -> None:
+        """Check every file of this split now (headers only, memory-mapped: ~1 ms a file), so a
+        truncated or wrong-shape array fails before training starts rather than hours into it."""
+        for index in self.indices:
+            hw = self._load("image", index, None, mmap=True).shape[:2]
+            for task in self.tasks:
+                self._load(task, index, hw, mmap=True)
+
+    def _load(self, key: str, index: int, hw: tuple[int, int] | None, mmap: bool = False) -> np.ndarray:
         """Load one array as H×W×C (C=1 for semantic/depth), checking its shape."""
         path = self.folders[key] / f"{index}.npy"
         try:
-            array = np.load(path, allow_pickle=False)
+            array = np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
         except Exception as exc:  # any unreadable file (truncated, pickled, not .npy) is a data problem
             raise DataError(f"cannot read {path}: {exc}") from exc
         channels = _CHANNELS.get(key)
