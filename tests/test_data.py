@@ -21,8 +21,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def nyu_root(tmp_path_factory) -> Path:
-    return scenes.write_dataset(tmp_path_factory.mktemp("data") / "nyu", train=6, val=3, height=H, width=W,
-                                num_classes=C, seed=0)
+    return scenes.write_dataset(
+        tmp_path_factory.mktemp("data") / "nyu", train=6, val=3, height=H, width=W, num_classes=C, seed=0
+    )
 
 
 @pytest.fixture
@@ -143,17 +144,37 @@ def test_ensure_dataset_reuses_and_rerenders(tmp_path, monkeypatch):
 
 def test_cli_module_runs(tmp_path):
     # one real subprocess (each pays the package import); argument errors are checked in-process
-    args = ["--out", str(tmp_path / "cli"), "--train", "2", "--val", "1", "--height", "16", "--width", "24",
-            "--classes", "5", "--seed", "3"]
-    ok = subprocess.run([sys.executable, "-m", "mtsam.data.scenes", *args], cwd=REPO, capture_output=True,
-                        text=True, timeout=120)
+    args = [
+        "--out",
+        str(tmp_path / "cli"),
+        "--train",
+        "2",
+        "--val",
+        "1",
+        "--height",
+        "16",
+        "--width",
+        "24",
+        "--classes",
+        "5",
+        "--seed",
+        "3",
+    ]
+    ok = subprocess.run(
+        [sys.executable, "-m", "mtsam.data.scenes", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert ok.returncode == 0, ok.stderr
     assert scenes.read_params(tmp_path / "cli")["seed"] == 3
     assert len(list((tmp_path / "cli" / "val" / "depth").iterdir())) == 1
 
 
-@pytest.mark.parametrize("bad", [["--train", "0"], ["--height", "big"], ["--classes", "2"], ["--seed", "-1"],
-                                 None])
+@pytest.mark.parametrize(
+    "bad", [["--train", "0"], ["--height", "big"], ["--classes", "2"], ["--seed", "-1"], None]
+)
 def test_cli_bad_arguments_exit_2(tmp_path, capsys, bad):
     out = tmp_path / "x"
     argv = ["--out", str(out), *bad] if bad else []
@@ -277,8 +298,10 @@ def test_dataset_augmentation_seeded_by_seed_epoch_index(nyu_root):
     assert torch.equal(first[0], ds[0]["image"])
     # same draws whatever the worker count (workers copy the dataset, epoch included)
     ds.set_epoch(1)
-    batches = [torch.cat([b["image"] for b in torch.utils.data.DataLoader(ds, batch_size=2, num_workers=n)])
-               for n in (0, 2)]
+    batches = [
+        torch.cat([b["image"] for b in torch.utils.data.DataLoader(ds, batch_size=2, num_workers=n)])
+        for n in (0, 2)
+    ]
     assert torch.equal(*batches)
 
 
@@ -310,11 +333,14 @@ def test_corrupt_npy_is_named(copy):
         ds[2]
 
 
-@pytest.mark.parametrize(("folder", "shape", "expected"), [
-    ("depth", (10, 10, 1), f"{H}×{W}×1 or {H}×{W}"),
-    ("normal", (H, W), f"{H}×{W}×3"),
-    ("image", (H, W, 4), "H×W×3"),
-])
+@pytest.mark.parametrize(
+    ("folder", "shape", "expected"),
+    [
+        ("depth", (10, 10, 1), f"{H}×{W}×1 or {H}×{W}"),
+        ("normal", (H, W), f"{H}×{W}×3"),
+        ("image", (H, W, 4), "H×W×3"),
+    ],
+)
 def test_wrong_shape_is_named(copy, folder, shape, expected):
     path = copy / "train" / folder / "1.npy"
     np.save(path, np.ones(shape, np.float32))

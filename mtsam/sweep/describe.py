@@ -1,0 +1,67 @@
+"""``--dry-run``: the resolved plan in words (search space, resources, where results go)."""
+
+from __future__ import annotations
+
+from .baselines import baseline_key, template
+from .plan import SweepPlan
+from .sampler import paper_point, space_params
+
+
+def describe_plan(plan: SweepPlan) -> str:
+    cfg, base = plan.config, plan.base
+    s, res = cfg.search, cfg.resources
+    model, train = base["model"], base["train"]
+    lines = [
+        f"sweep '{plan.name}' ({'multi-objective' if plan.pareto else 'single-objective'}): "
+        f"{s.num_samples} trials, {s.max_concurrent} at a time",
+        f"  base run:   {model['variant']} @ {model['image_size'] or 'native'} px, checkpoint "
+        f"{model['checkpoint']}, dataset {base['data']['dataset']} ({', '.join(base['data']['tasks'])}), "
+        f"{train['epochs']} epochs",
+    ]
+    if plan.pareto:
+        objectives = ", ".join(f"{m} ({d})" for m, d in plan.objectives)
+        lines.append(f"  search:     Optuna NSGA-II (seed {s.seed}) on {objectives}; FIFO scheduler")
+    else:
+        sched = cfg.scheduler
+        how = (
+            f"ASHA (grace {sched.grace_period}, reduction {sched.reduction_factor:g}, "
+            f"max {train['epochs']} epochs)"
+            if sched.type == "asha"
+            else "FIFO"
+        )
+        lines.append(f"  search:     Optuna TPE (seed {s.seed}) on {plan.metric} ({plan.mode}); {how}")
+    point = paper_point(cfg.space, base) if s.paper_point else {}
+    if point:
+        lines.append("  first:      the paper's setting " + ", ".join(f"{k}={v}" for k, v in point.items()))
+    lines.append("  space:")
+    params = space_params(cfg.space, base)
+    width = max((len(p.name) for p in params), default=10) + 2
+    sampled = {p.name for p in params}
+    for p in params:  # a condition on a fixed (not sampled) choice is not worth showing
+        shown = p.when and p.when[0] in sampled
+        cond = f"   if {p.when[0]} = {'/'.join(map(str, p.when[1]))}" if shown else ""
+        lines.append(f"    {p.name:<{width}}{p.dist.describe()}{cond}")
+    if not params:
+        lines.append("    (empty: every trial runs the base config)")
+    gpu = f", {res.gpu:g} GPU" if res.gpu else ", no GPU"
+    where = cfg.ray.address or f"local, {cfg.ray.num_cpus or 'all'} CPUs"
+    lines.append(f"  resources:  {res.cpu:g} CPU{gpu} per trial; Ray {where}")
+    if plan.baseline_mode == "auto":
+        key = baseline_key(
+            template(base, cfg.baselines.adapter.model_dump(mode="json") if cfg.baselines.adapter else None)
+        )
+        lines.append(
+            f"  baselines:  single-task runs per task, cached in MLflow under key {key} "
+            f"(trained now where missing)"
+        )
+    else:
+        lines.append(
+            f"  baselines:  {'given in base.baseline' if plan.baseline_mode == 'inline' else 'none'}"
+        )
+    lines += [
+        f"  results:    Ray {plan.exp_path}",
+        f"              MLflow {plan.tracking_uri} (experiment '{plan.name}')",
+        f"              Optuna {plan.study_uri} (study '{plan.name}')",
+        f"  retries:    {cfg.max_failures} per trial from its last checkpoint",
+    ]
+    return "\n".join(lines)

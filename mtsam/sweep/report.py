@@ -1,0 +1,169 @@
+"""The end of a sweep: per-trial rows, top-trials table, Pareto set, best adapter, next commands."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .plan import PARAMS_METRIC, SweepPlan
+from .sampler import apply_params, flatten
+from .tracking import run_name
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def trial_rows(grid, plan: SweepPlan, trial_base: dict) -> list[dict]:
+    """One dict per trial, best first. ``score`` = the trial's best validation objective over its
+    epochs — the epoch the trainer selected, whose test metrics are the trial's answer."""
+    epochs = plan.base["train"]["epochs"]
+    rows = []
+    for result in grid:
+        last = result.metrics or {}
+        sampled = flatten(result.config or {})
+        cfg = apply_params(trial_base, sampled)
+        trial_id = last.get("trial_id") or Path(result.path).name.split("_")[-1]
+        history = result.metrics_dataframe
+        score = None
+        if history is not None and plan.metric in history:
+            values = [v for v in history[plan.metric].tolist() if _finite(v)]
+            if values:
+                score = max(values) if plan.mode == "max" else min(values)
+        done = int(last.get("epoch", 0) or 0)
+        status = "failed" if result.error else "finished" if done >= epochs else f"stopped@{done}"
+        rows.append(
+            {
+                "trial_id": trial_id,
+                "name": run_name(cfg, trial_id[-5:]),
+                "status": status,
+                "epochs": done,
+                "score": score,
+                "best_epoch": last.get("best/epoch"),
+                "test": {k: v for k, v in last.items() if k.startswith("test/") and _finite(v)},
+                "trainable_params": last.get(PARAMS_METRIC),
+                "node_id": last.get("node_id"),
+                "sampled": sampled,
+                "config": cfg,
+                "checkpoint": result.checkpoint,
+                "path": result.path,
+            }
+        )
+    sign = -1 if plan.mode == "max" else 1
+    rows.sort(key=lambda r: (r["score"] is None, sign * r["score"] if r["score"] is not None else 0))
+    return rows
+
+
+def pareto_front(rows: list[dict], plan: SweepPlan) -> list[dict]:
+    """Non-dominated trials for (objective, trainable params ↓)."""
+    pts = [r for r in rows if r["score"] is not None and r["trainable_params"] is not None]
+    better = (lambda a, b: a >= b) if plan.mode == "max" else (lambda a, b: a <= b)
+
+    def dominates(a: dict, b: dict) -> bool:
+        ge = better(a["score"], b["score"]) and a["trainable_params"] <= b["trainable_params"]
+        return ge and (a["score"] != b["score"] or a["trainable_params"] != b["trainable_params"])
+
+    return [r for r in pts if not any(dominates(o, r) for o in pts if o is not r)]
+
+
+def save_best(rows: list[dict], plan: SweepPlan, client, parent_run_id: str) -> str | None:
+    """The best trial's adapter (of its selected epoch) and config → ``<state>/best`` and the parent run."""
+    best = next((r for r in rows if r["score"] is not None and r["checkpoint"] is not None), None)
+    if best is None:
+        return None
+    out = plan.state_dir / "best"
+    out.mkdir(parents=True, exist_ok=True)
+    with best["checkpoint"].as_directory() as folder:
+        src = Path(folder) / "best_adapter.pt"
+        if not src.is_file():
+            return None
+        shutil.copy2(src, out / "adapter.pt")
+    (out / "config.yaml").write_text(yaml.safe_dump(best["config"], sort_keys=False))
+    client.log_artifact(parent_run_id, str(out / "adapter.pt"), artifact_path="best")
+    client.log_artifact(parent_run_id, str(out / "config.yaml"), artifact_path="best")
+    return str(out / "adapter.pt")
+
+
+def _short(key: str) -> str:
+    _, task, metric = key.split("/", 2)
+    return f"{task[:3]}.{metric.replace('within_', '<')}"
+
+
+def _fmt(value: Any, key: str = "") -> str:
+    if value is None:
+        return "-"
+    if "delta_b" in key:
+        return f"{value:+.2f}"
+    if isinstance(value, int) or (isinstance(value, float) and value.is_integer() and abs(value) >= 1000):
+        return f"{int(value):,}"
+    return f"{value:.4g}"
+
+
+def format_table(rows: list[dict], plan: SweepPlan, top_k: int) -> str:
+    shown = rows[:top_k]
+    metric_keys: list[str] = []
+    for r in shown:
+        metric_keys += [k for k in r["test"] if "delta_b" not in k and k not in metric_keys]
+    objective = plan.metric.removeprefix("val/")
+    headers = ["#", "trial", "status", f"val {objective}", "test Δb%", *map(_short, metric_keys), "trainable"]
+    table = [headers]
+    for i, r in enumerate(shown, 1):
+        table.append(
+            [
+                str(i),
+                r["name"],
+                r["status"],
+                _fmt(r["score"], plan.metric),
+                _fmt(r["test"].get("test/delta_b_task"), "delta_b"),
+                *(_fmt(r["test"].get(k)) for k in metric_keys),
+                _fmt(r["trainable_params"]),
+            ]
+        )
+    widths = [max(len(row[c]) for row in table) for c in range(len(headers))]
+    lines = [
+        "  ".join(cell.ljust(w) if c < 3 else cell.rjust(w) for c, (cell, w) in enumerate(zip(row, widths)))
+        for row in table
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def summary_text(result, plan: SweepPlan) -> str:
+    rows = result.rows
+    out = [
+        f"\nTop {min(plan.config.top_k, len(rows))} of {len(rows)} trials "
+        f"(test metrics of each trial's selected epoch):",
+        format_table(rows, plan, plan.config.top_k),
+    ]
+    if rows and rows[0]["score"] is not None:
+        best = rows[0]
+        values = ", ".join(
+            f"{k}={_fmt(v) if isinstance(v, float) else v}" for k, v in best["sampled"].items()
+        )
+        out.append(f"\nbest trial: {best['name']} ({values})")
+    if plan.pareto:
+        out.append(
+            f"\nPareto set ({plan.metric} ↑, trainable params ↓): "
+            f"{len(result.pareto)} trial{'s' if len(result.pareto) != 1 else ''}"
+        )
+        for r in sorted(result.pareto, key=lambda r: r["trainable_params"]):
+            score, params = _fmt(r["score"], plan.metric), _fmt(r["trainable_params"])
+            out.append(f"  {r['name']:<40} {score:>8}  {params:>12} params")
+    out.append("")
+    out.append(f"best adapter:  {result.best_adapter or '-'}")
+    uri = result.tracking_uri
+    if uri.startswith(("http://", "https://")):
+        out.append(f"MLflow UI:     open {uri} (experiment '{result.name}')")
+    else:
+        out.append(f"MLflow UI:     mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000")
+    report_dir = plan.state_dir / "report"
+    out.append(
+        f"analysis:      python -m analysis.report --tracking-uri {uri} --experiment {result.name} "
+        f"--out {report_dir}"
+    )
+    out.append(f"Optuna study:  optuna-dashboard {result.study_uri}")
+    return "\n".join(out)

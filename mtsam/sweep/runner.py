@@ -1,0 +1,294 @@
+"""Run (or resume) a sweep: MLflow parent run, baselines, Ray Tune + Optuna, final report.
+
+plan = make_plan(*load_sweep_config("tune/configs/quickstart.yaml"))
+result = run_sweep(plan)            # or run_sweep(plan, resume=True) after an interruption
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mtsam.errors import ConfigError, MTSAMError
+
+from . import baselines as bl
+from . import tracking as tr
+from .console import Clock, say
+from .plan import SweepPlan
+from .state import SweepState, check_fresh, check_resumable, write_config
+
+
+@dataclass
+class SweepResult:
+    name: str
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    exp_path: str
+    study_uri: str
+    rows: list[dict] = field(default_factory=list)  # one per trial, best first (see report.trial_rows)
+    pareto: list[dict] = field(default_factory=list)
+    best_adapter: str | None = None
+    baseline: dict | None = None
+
+
+def preflight(plan: SweepPlan, resume: bool) -> SweepState | None:
+    """Every check that must pass before anything is created (also run by --dry-run)."""
+    creatable = [] if "://" in plan.config.storage else [Path(plan.config.storage)]
+    for path in creatable:
+        check_writable(path, "storage")
+    tr.check_tracking_uri(plan.tracking_uri, creatable=[*creatable, plan.state_dir])
+    check_local_gpus(plan)
+    if resume:
+        return check_resumable(plan)
+    check_fresh(plan)
+    return None
+
+
+def check_writable(path: Path, field: str) -> None:
+    """The nearest existing ancestor of ``path`` must be a writable directory."""
+    probe = Path(path).absolute()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"{field}: {path} is not writable ({probe} is not a writable directory)")
+
+
+def check_local_gpus(plan: SweepPlan) -> None:
+    """A local Ray sees this machine's GPUs only; asking for more can never schedule a trial."""
+    gpus = plan.config.resources.gpu
+    if gpus <= 0 or (plan.config.ray.address not in (None, "local")):
+        return
+    import torch
+
+    found = torch.cuda.device_count()
+    if found < min(gpus, 1):
+        raise ConfigError(
+            f"resources.gpu: {gpus} GPU per trial requested but this machine has {found} GPUs "
+            "(set resources.gpu=0, or --address a Ray cluster with GPU workers)"
+        )
+
+
+def check_cluster_gpus(plan: SweepPlan) -> None:
+    import ray
+
+    gpus = plan.config.resources.gpu
+    available = ray.cluster_resources().get("GPU", 0)
+    if gpus > 0 and available < min(gpus, 1):
+        raise ConfigError(
+            f"resources.gpu: {gpus} GPU per trial requested but the Ray cluster has {available} GPUs"
+        )
+
+
+def _quiet() -> None:
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault(
+        "RAY_AIR_NEW_OUTPUT", "0"
+    )  # with verbose=0: no Tune tables (ProgressPrinter instead)
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")  # one line per error (ProgressPrinter)
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "0")
+    warnings.filterwarnings("ignore", module="optuna")
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    for name in ("ray", "ray.tune", "ray.train", "optuna", "mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def start_ray(plan: SweepPlan, address: str | None) -> bool:
+    """Connect to ``address`` or start a local Ray; True when this process started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    # Ray's own logs at ERROR, in workers too: no "checkpoint created" / "restored" line per trial
+    # and epoch, no notice that token authentication is on (it stays on: Ray's local default).
+    common = {
+        "logging_level": logging.ERROR,
+        "log_to_driver": True,
+        "logging_config": ray.LoggingConfig(log_level="ERROR"),
+    }
+    if address:
+        ray.init(address=address, **common)
+        return True
+    # "local": a new instance even when RAY_ADDRESS or /tmp/ray/ray_current_cluster names another one
+    ray.init(address="local", num_cpus=plan.config.ray.num_cpus, include_dashboard=False, **common)
+    return True
+
+
+def _open_parent(plan: SweepPlan, client, state: SweepState | None) -> SweepState:
+    if state is not None:
+        client.update_run(state.parent_run_id, status="RUNNING")
+        return state
+    experiment_id = tr.ensure_experiment(client, plan.name, plan.tracking_uri)
+    base = plan.base
+    tags = {
+        tr.ROLE: "sweep",
+        "mtsam.sweep": plan.name,
+        "mtsam.git_commit": tr.git_commit(),
+        "mtsam.config_file": plan.config_file or "<embedded quickstart>",
+        "mtsam.dataset": base["data"]["dataset"],
+        "mtsam.variant": base["model"]["variant"],
+        "mtsam.search_mode": plan.config.search.mode,
+        "mtsam.objective": plan.metric,
+        "mtsam.state_dir": str(plan.state_dir),
+        "mtsam.ray_experiment": plan.exp_path,
+    }
+    run = client.create_run(experiment_id, tags=tags, run_name=f"sweep-{plan.name}")
+    state = SweepState(parent_run_id=run.info.run_id, experiment_id=experiment_id)
+    state.save(plan.state_dir)  # first, so a kill from here on can be resumed into this run
+    sweep_params = {k: v for k, v in plan.resolved_dict().items() if k != "base"}
+    tr.log_params(client, run.info.run_id, tr.flatten_config(sweep_params))
+    client.log_text(run.info.run_id, plan.resolved_yaml(), "config.yaml")
+    return state
+
+
+def _baseline(plan: SweepPlan, client, state: SweepState, clock: Clock) -> tuple[dict | None, dict]:
+    """(baseline for the trials' configs, content of baseline.json)."""
+    if plan.baseline_mode == "none":
+        say(clock, f"baselines: none (objective {plan.metric})")
+        return None, {}
+    if plan.baseline_mode == "inline":
+        say(clock, "baselines: given in the config (base.baseline)")
+        from mtsam.evaluation import directions
+        from mtsam.tasks import build_tasks
+
+        tasks = build_tasks(_channels(plan.base))
+        base = plan.base["baseline"]
+        return base, {**base, "directions": directions(tasks)}
+    adapter = plan.config.baselines.adapter
+    res = plan.config.resources
+    data, key, run_ids = bl.resolve(
+        client,
+        state.experiment_id,
+        plan.base,
+        adapter.model_dump(mode="json") if adapter else None,
+        plan.name,
+        res.cpu,
+        res.gpu,
+        lambda text: say(clock, text),
+    )
+    tr.set_tags(client, state.parent_run_id, {bl.KEY_TAG: key, "mtsam.baseline_runs": ",".join(run_ids)})
+    summary = "  ".join(
+        f"{t} " + " ".join(f"{m} {v:.4g}" for m, v in list(data["test"][t].items())[:2]) for t in data["test"]
+    )
+    say(clock, f"baselines (test): {summary}")
+    return {"val": data["val"], "test": data["test"]}, data
+
+
+def _channels(base: dict) -> dict[str, int]:
+    from mtsam.config import validate_config
+
+    return validate_config(base).data.channels()
+
+
+def run_sweep(plan: SweepPlan, resume: bool = False, address: str | None = None) -> SweepResult:
+    """Run the whole sweep (``preflight`` first); the parent run ends FINISHED, FAILED or KILLED."""
+    from . import report
+    from .tuning import build_tuner, tidy_study
+
+    _quiet()
+    clock = Clock()
+    state = preflight(plan, resume)
+    started = start_ray(plan, address or plan.config.ray.address)
+    try:
+        check_cluster_gpus(plan)  # before anything is written: a sweep that cannot schedule leaves nothing
+    except ConfigError:
+        if started:
+            import ray
+
+            ray.shutdown()
+        raise
+    plan.state_dir.mkdir(parents=True, exist_ok=True)
+    if state is None:
+        write_config(plan)
+    client = tr.client(plan.tracking_uri)
+    state = _open_parent(plan, client, state)
+    say(
+        clock,
+        f"sweep '{plan.name}': MLflow {plan.tracking_uri} (experiment '{plan.name}', "
+        f"parent run {state.parent_run_id})",
+    )
+    status = "FAILED"
+    try:
+        baseline, baseline_json = _baseline(plan, client, state, clock)
+        if baseline_json:
+            client.log_dict(state.parent_run_id, baseline_json, "baseline.json")
+        trial_base = plan.trial_config({}, baseline)
+        tuner = build_tuner(plan, trial_base, state, clock, resume)
+        say(
+            clock,
+            f"{'resuming' if resume else 'starting'} {plan.config.search.num_samples} trials "
+            f"({plan.config.search.max_concurrent} at a time) → {plan.exp_path}",
+        )
+        grid = tuner.fit()
+        if grid.num_terminated + grid.num_errors < max(len(grid), plan.config.search.num_samples):
+            # Ctrl-C / SIGUSR1: Tune saved its state and returned early
+            raise KeyboardInterrupt
+        rows = report.trial_rows(grid, plan, trial_base)
+        tr.close_children(
+            client,
+            state.experiment_id,
+            state.parent_run_id,
+            {r["trial_id"] for r in rows},
+            "the sweep ended before this trial finished",
+        )
+        result = SweepResult(
+            plan.name,
+            plan.tracking_uri,
+            state.experiment_id,
+            state.parent_run_id,
+            plan.exp_path,
+            plan.study_uri,
+            rows=rows,
+            baseline=baseline_json or None,
+        )
+        if rows and all(r["status"] == "failed" for r in rows):
+            raise MTSAMError(f"all {len(rows)} trials failed; the first: {_first_error(grid)}")
+        if plan.pareto:
+            result.pareto = report.pareto_front(rows, plan)
+        result.best_adapter = report.save_best(rows, plan, client, state.parent_run_id)
+        _log_summary(client, state.parent_run_id, result)
+        tidy_study(plan)
+        status = "FINISHED"
+        state.status = "finished"
+        state.save(plan.state_dir)
+        return result
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        try:
+            if status != "FINISHED":  # --resume reopens these runs
+                tr.close_children(
+                    client,
+                    state.experiment_id,
+                    state.parent_run_id,
+                    None,
+                    f"sweep driver stopped ({status.lower()}); continue with --resume",
+                )
+            client.set_terminated(state.parent_run_id, status=status)
+        finally:
+            if started:
+                import ray
+
+                ray.shutdown()
+
+
+def _first_error(grid) -> str:
+    errors = grid.errors
+    return tr.error_reason(str(errors[0])) if errors else "unknown error"
+
+
+def _log_summary(client, parent_run_id: str, result: SweepResult) -> None:
+    summary: dict[str, Any] = {
+        "trials": [{k: v for k, v in r.items() if k != "checkpoint"} for r in result.rows],
+        "pareto": [r["trial_id"] for r in result.pareto],
+        "best_adapter": result.best_adapter,
+    }
+    client.log_text(parent_run_id, json.dumps(summary, indent=1, default=str), "summary.json")

@@ -1,0 +1,253 @@
+"""MLflow store helpers shared by the sweep driver, the trial callback and the baselines.
+
+Only ``MlflowClient`` is used (no fluent ``mlflow.start_run`` global state), so the driver can keep
+a parent run and many child runs open at once. Keys and tags follow docs/TRACKING.md.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from mtsam.errors import ConfigError
+
+ROLE = "mtsam.role"
+PARENT = "mlflow.parentRunId"
+TRIAL_ID = "mtsam.trial_id"
+STATUS_REASON = "mtsam.status_reason"
+MAX_KEY, MAX_VALUE, MAX_TAG = 250, 6000, 8000  # MLflow's limits for param keys/values and tag values
+EPOCH_PREFIXES = ("train/", "val/", "best/")
+SENTINEL = "train/loss/total"  # logged every epoch: its history tells which epochs a run already has
+
+
+def check_tracking_uri(uri: str, creatable: Iterable[Path] = ()) -> None:
+    """Fail before anything starts (MLflow would create files or retry a dead server for minutes).
+
+    ``creatable``: directories the sweep itself will create (a default store under its storage).
+    """
+    creatable = {Path(p).resolve() for p in creatable}
+    if uri.startswith("sqlite:"):
+        path = Path(uri.removeprefix("sqlite:").removeprefix("///"))
+        if not path.is_absolute() or str(path) in ("", ":memory:"):
+            raise ConfigError(f"tracking URI {uri}: expected sqlite:////absolute/path/mlflow.db")
+        parent = path.parent
+        if not parent.is_dir() and not any(
+            parent == c or c in parent.parents or parent in c.parents for c in creatable
+        ):
+            raise ConfigError(f"tracking URI {uri}: directory {parent} does not exist")
+        if path.is_file():
+            with open(path, "rb") as fh:
+                if path.stat().st_size and fh.read(16) != b"SQLite format 3\x00":
+                    raise ConfigError(f"tracking URI {uri}: {path} is not an SQLite database")
+    elif uri.startswith(("http://", "https://")):
+        try:
+            urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5).close()
+        except urllib.error.HTTPError:
+            pass  # something answers; MLflow's own calls will say what is wrong
+        except (urllib.error.URLError, OSError, ValueError) as err:
+            reason = getattr(err, "reason", err)
+            raise ConfigError(
+                f"tracking URI {uri} is unreachable ({reason}); start the MLflow server first"
+            ) from None
+    elif uri.startswith("file:") or "://" not in uri:
+        path = Path(uri.removeprefix("file://")).expanduser()
+        if not path.is_dir() and not path.parent.is_dir():
+            raise ConfigError(f"tracking URI {uri}: directory {path.parent} does not exist")
+
+
+def client(uri: str):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def ensure_experiment(mlflow_client, name: str, tracking_uri: str) -> str:
+    """The experiment's id, created on first use. A local sqlite store keeps artifacts next to the
+    database (MLflow's default would be ./mlruns of whatever directory the command ran in)."""
+    exp = mlflow_client.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            mlflow_client.restore_experiment(exp.experiment_id)
+        return exp.experiment_id
+    location = None
+    if tracking_uri.startswith("sqlite:"):
+        db = Path(tracking_uri.removeprefix("sqlite:").removeprefix("///"))
+        location = (db.parent / "mlartifacts" / name).as_uri()
+    return mlflow_client.create_experiment(name, artifact_location=location)
+
+
+def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested config → ``{"adapter.ranks": "[32, 32, 4]", "train.lr": "0.001"}`` within MLflow's limits."""
+    flat: dict[str, str] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value and not _is_leaf_mapping(name):
+            flat.update(flatten_config(value, f"{name}."))
+            continue
+        text = json.dumps(value) if isinstance(value, (list, tuple, dict)) else str(value)
+        if len(text) > MAX_VALUE:
+            text = text[: MAX_VALUE - 3] + "..."
+        flat[name[:MAX_KEY]] = text
+    return flat
+
+
+def _is_leaf_mapping(name: str) -> bool:
+    return name == "baseline"  # a nested metric table: one JSON param, not dozens
+
+
+def log_params(mlflow_client, run_id: str, params: Mapping[str, str]) -> None:
+    from mlflow.entities import Param
+
+    items = [Param(k, v) for k, v in params.items()]
+    for i in range(0, len(items), 100):
+        mlflow_client.log_batch(run_id, params=items[i : i + 100])
+
+
+def log_metrics(mlflow_client, run_id: str, metrics: Mapping[str, float], step: int) -> None:
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    items = [Metric(k[:MAX_KEY], float(v), now, step) for k, v in metrics.items()]
+    for i in range(0, len(items), 1000):
+        mlflow_client.log_batch(run_id, metrics=items[i : i + 1000])
+
+
+def set_tags(mlflow_client, run_id: str, tags: Mapping[str, Any]) -> None:
+    from mlflow.entities import RunTag
+
+    items = [RunTag(k, str(v)[:MAX_TAG]) for k, v in tags.items()]
+    mlflow_client.log_batch(run_id, tags=items)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def epoch_metrics(record: Mapping[str, Any]) -> dict[str, float]:
+    """The per-epoch MLflow metrics of one trainer record (test metrics only when the selected
+    epoch changed — their latest value is the final answer)."""
+    out = {k: v for k, v in record.items() if k.startswith(EPOCH_PREFIXES) and _number(v)}
+    if record.get("best/epoch") == record.get("epoch"):
+        out.update({k: v for k, v in record.items() if k.startswith("test/") and _number(v)})
+    return out
+
+
+def model_metrics(record: Mapping[str, Any]) -> dict[str, float]:
+    return {k: v for k, v in record.items() if k.startswith("model/") and _number(v)}
+
+
+def logged_steps(mlflow_client, run_id: str, key: str = SENTINEL) -> set[int]:
+    return {m.step for m in mlflow_client.get_metric_history(run_id, key)}
+
+
+def _fmt_number(value: float) -> str:
+    text = f"{value:.1e}".replace(".0e", "e").replace("e-0", "e-").replace("e+0", "e")
+    return text
+
+
+def run_name(config: Mapping[str, Any], suffix: str) -> str:
+    """``tora-r32.32.4-fixed-lr1e-3-<suffix>`` from a trial's run config."""
+    adapter = config["adapter"]
+    kind = adapter["type"]
+    if kind == "tora":
+        part = "tora-r" + ".".join(str(r) for r in adapter["ranks"])
+    elif kind in ("lora", "shared_lora"):
+        part = f"{kind}-r{adapter['rank']}"
+    else:
+        part = "frozen"
+    lr = _fmt_number(float(config["train"]["lr"]))
+    return f"{part}-{config['weighting']['method']}-lr{lr}-{suffix}"
+
+
+def git_commit(start: Path | None = None) -> str:
+    """The checkout's commit, read from .git without running git ("unknown" outside a checkout)."""
+    here = (start or Path(__file__)).resolve()
+    for folder in [here, *here.parents]:
+        git = folder / ".git"
+        if git.is_file():  # worktree / submodule: "gitdir: <path>"
+            text = git.read_text().strip()
+            git = (folder / text.removeprefix("gitdir:").strip()).resolve()
+        if not git.is_dir():
+            continue
+        try:
+            head = (git / "HEAD").read_text().strip()
+            if not head.startswith("ref:"):
+                return head
+            ref = head.removeprefix("ref:").strip()
+            common = git / "commondir"
+            root = (git / common.read_text().strip()).resolve() if common.is_file() else git
+            for base in (git, root):
+                if (base / ref).is_file():
+                    return (base / ref).read_text().strip()
+            packed = root / "packed-refs"
+            if packed.is_file():
+                for line in packed.read_text().splitlines():
+                    if line.endswith(" " + ref):
+                        return line.split()[0]
+        except OSError:
+            pass
+        return "unknown"
+    return "unknown"
+
+
+def trial_error(trial) -> str:
+    """The one-line reason a Tune trial failed: its local error file first (the copy in storage may
+    not be synced yet when the callback runs)."""
+    text = None
+    try:
+        if trial.error_file and Path(trial.error_file).is_file():
+            text = Path(trial.error_file).read_text()
+        else:
+            text = trial.get_error()
+    except OSError:
+        pass
+    return error_reason(text)
+
+
+def error_reason(text: str | None) -> str:
+    """The last ``Type: message`` line of a Ray error trace (the exception that killed the trial)."""
+    if not text:
+        return "error (no details recorded)"
+    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
+    for line in reversed(lines):
+        head = line.split(":", 1)[0]
+        is_exception = ":" in line and head.replace(".", "").replace("_", "").isalnum() and head[:1].isalpha()
+        if is_exception and not line.startswith(("File ", "Failure #", "ray.exceptions.RayTaskError")):
+            return line[:1000]
+    return lines[-1][:1000] if lines else "error"
+
+
+def close_children(
+    mlflow_client, experiment_id: str, parent_run_id: str, known_trials: set[str] | None, reason: str
+) -> int:
+    """End every child run still RUNNING. A child whose trial Tune does not know (``known_trials``)
+    was started just before a driver kill and never checkpointed by Tune; it becomes
+    ``mtsam.role=orphan`` so analysis does not count it as a trial."""
+    runs = mlflow_client.search_runs(
+        [experiment_id], f"tags.`{PARENT}` = '{parent_run_id}'", max_results=5000
+    )
+    closed = 0
+    for run in runs:
+        tid = run.data.tags.get(TRIAL_ID)
+        orphan = known_trials is not None and tid not in known_trials and run.data.tags.get(ROLE) == "trial"
+        if orphan:
+            set_tags(
+                mlflow_client,
+                run.info.run_id,
+                {
+                    ROLE: "orphan",
+                    STATUS_REASON: "interrupted before Ray Tune recorded this trial; it was not resumed",
+                },
+            )
+        if run.info.status == "RUNNING":
+            if not orphan:
+                set_tags(mlflow_client, run.info.run_id, {STATUS_REASON: reason})
+            mlflow_client.set_terminated(run.info.run_id, status="KILLED")
+            closed += 1
+    return closed

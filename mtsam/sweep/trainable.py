@@ -1,0 +1,82 @@
+"""The Tune function trainable: one trial = one ``Trainer`` run, reported and checkpointed per epoch.
+
+A retried or resumed trial gets its last Tune checkpoint back and continues from it
+(``resume_from``), so it re-reports from the next epoch on.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from ray import tune
+
+from mtsam.config import validate_config
+
+from .sampler import apply_params, flatten
+
+CHECKPOINT_FILES = ("checkpoint.pt", "best_adapter.pt")
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    # The trainer replaces its files atomically, so a hard link is a stable snapshot (no copy).
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def run_trial(config: dict, trial_base: dict) -> None:
+    """``config``: the sampled values (Ray's nested dict); ``trial_base``: the base run config with
+    the baseline and selection metric already in (passed with ``tune.with_parameters``)."""
+    import logging
+
+    import ray
+
+    from mtsam.trainer import Trainer
+
+    for name in ("ray.train", "ray.tune"):  # no "checkpoint created" / "restored" line per epoch
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+    from mtsam.trainer import NonFiniteLoss
+
+    # Divergence is deterministic: a retry would diverge again, so a retried trial that already
+    # diverged fails at once with the original reason instead of training again.
+    diverged = Path(tune.get_context().get_trial_dir()) / "diverged.txt"
+    if diverged.is_file():
+        raise NonFiniteLoss(diverged.read_text().strip())
+    run_config = validate_config(apply_params(trial_base, flatten(config)))
+    # A private scratch folder: the trial's working dir is synced to storage, checkpoints travel
+    # through tune.report instead (once per epoch, to local disk or s3 alike).
+    run_dir = Path(tempfile.mkdtemp(prefix="mtsam-trial-"))
+    try:
+        resume_from = None
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is not None:
+            with checkpoint.as_directory() as folder:
+                for name in CHECKPOINT_FILES:
+                    if (Path(folder) / name).is_file():
+                        shutil.copy2(Path(folder) / name, run_dir / name)
+            resume_from = run_dir
+        node_id = ray.get_runtime_context().get_node_id()
+        extra: dict = {}
+
+        def report(record: dict, trainer) -> None:
+            metrics = {**record, **extra, "node_id": node_id}
+            with tempfile.TemporaryDirectory(prefix="ckpt-", dir=run_dir) as tmp:
+                for name in CHECKPOINT_FILES:
+                    if (run_dir / name).is_file():
+                        _link_or_copy(run_dir / name, Path(tmp) / name)
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+        trainer = Trainer(run_config, run_dir, callbacks=[report], resume_from=resume_from)
+        extra.update({f"model/{k}_params": v for k, v in trainer.model.parameter_summary().items()})
+        try:
+            trainer.fit()
+        except NonFiniteLoss as exc:
+            diverged.write_text(str(exc))
+            raise
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)

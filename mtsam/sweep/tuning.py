@@ -1,0 +1,123 @@
+"""The Ray Tune pieces: Optuna searcher (persistent study), scheduler, Tuner (fresh or restored)."""
+
+from __future__ import annotations
+
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search import ConcurrencyLimiter
+from ray.tune.search.optuna import OptunaSearch
+
+from .callback import MlflowTracker
+from .console import Clock
+from .plan import SweepPlan
+from .progress import ProgressPrinter
+from .sampler import SpaceSampler, paper_point
+from .state import SweepState
+from .trainable import run_trial
+
+
+def _storage(plan: SweepPlan):
+    import optuna
+
+    # sqlite waits on a lock instead of failing when optuna-dashboard reads the study meanwhile
+    return optuna.storages.RDBStorage(plan.study_uri, engine_kwargs={"connect_args": {"timeout": 30}})
+
+
+def build_searcher(plan: SweepPlan) -> ConcurrencyLimiter:
+    import optuna
+
+    search = plan.config.search
+    n = search.num_samples
+    if plan.pareto:
+        sampler = optuna.samplers.NSGAIISampler(seed=search.seed, population_size=max(4, min(50, n // 2)))
+        metric, mode = [m for m, _ in plan.objectives], [d for _, d in plan.objectives]
+    else:
+        sampler = optuna.samplers.TPESampler(seed=search.seed, n_startup_trials=max(3, min(10, n // 3)))
+        metric, mode = plan.metric, plan.mode
+    point = paper_point(plan.config.space, plan.base) if search.paper_point else {}
+    searcher = OptunaSearch(
+        space=SpaceSampler(plan.config.space, plan.base),
+        metric=metric,
+        mode=mode,
+        points_to_evaluate=[point] if point else None,
+        sampler=sampler,
+        study_name=plan.name,
+        storage=_storage(plan),
+    )
+    return ConcurrencyLimiter(searcher, max_concurrent=search.max_concurrent)
+
+
+def scheduler_label(plan: SweepPlan) -> str:
+    return "ASHA" if plan.config.scheduler.type == "asha" and not plan.pareto else "FIFO"
+
+
+def build_scheduler(plan: SweepPlan):
+    s = plan.config.scheduler
+    if scheduler_label(plan) == "FIFO":  # multi-objective: schedulers need one scalar metric
+        return FIFOScheduler()
+    # time_attr "epoch" (not training_iteration): it stays right across restores from checkpoints
+    return ASHAScheduler(
+        time_attr="epoch",
+        max_t=plan.base["train"]["epochs"],
+        grace_period=s.grace_period,
+        reduction_factor=s.reduction_factor,
+    )
+
+
+def trainable(plan: SweepPlan, trial_base: dict):
+    res = plan.config.resources
+    fn = tune.with_parameters(run_trial, trial_base=trial_base)
+    return tune.with_resources(fn, {"cpu": res.cpu, "gpu": res.gpu})
+
+
+def trial_dirname(trial) -> str:
+    return f"trial_{trial.trial_id}"  # short and stable (Ray's default embeds every parameter)
+
+
+def build_tuner(
+    plan: SweepPlan, trial_base: dict, state: SweepState, clock: Clock, resume: bool
+) -> tune.Tuner:
+    fn = trainable(plan, trial_base)
+    if resume and tune.Tuner.can_restore(plan.exp_path):
+        # callbacks, searcher (with its Optuna study) and scheduler come back from Tune's state
+        return tune.Tuner.restore(plan.exp_path, trainable=fn, resume_errored=True)
+    label = scheduler_label(plan)
+    epochs = plan.base["train"]["epochs"]
+    callbacks = [
+        MlflowTracker(
+            plan.tracking_uri, state.experiment_id, state.parent_run_id, trial_base, plan.name, epochs, label
+        ),
+        ProgressPrinter(clock, trial_base, plan.config.search.num_samples, epochs, plan.metric, label),
+    ]
+    single = not plan.pareto
+    return tune.Tuner(
+        fn,
+        tune_config=tune.TuneConfig(
+            search_alg=build_searcher(plan),
+            scheduler=build_scheduler(plan),
+            num_samples=plan.config.search.num_samples,
+            metric=plan.metric if single else None,
+            mode=plan.mode if single else None,
+            reuse_actors=True,  # one warm process per slot: torch and mtsam import once
+            trial_dirname_creator=trial_dirname,
+        ),
+        run_config=tune.RunConfig(
+            name=plan.name,
+            storage_path=plan.config.storage,
+            callbacks=callbacks,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=plan.config.keep_checkpoints),
+            failure_config=tune.FailureConfig(max_failures=plan.config.max_failures),
+            verbose=0,
+        ),
+    )
+
+
+def tidy_study(plan: SweepPlan) -> None:
+    """Mark study trials left RUNNING by a killed driver as FAIL (asked, but never told)."""
+    import optuna
+    from optuna.trial import TrialState
+
+    storage = _storage(plan)
+    study = optuna.load_study(study_name=plan.name, storage=storage)
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)

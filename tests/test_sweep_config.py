@@ -1,0 +1,219 @@
+"""Sweep config, search space and CLI checks that need no Ray: fast, in-process (one real subprocess)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+
+import optuna
+import pytest
+import yaml
+from conftest import REPO, SEARCH, search_env
+
+from mtsam.config import validate_config
+from mtsam.sweep.cli import QUICKSTART_FILE, main
+from mtsam.sweep.config import SweepConfig, load_sweep_config
+from mtsam.sweep.plan import make_plan
+from mtsam.sweep.sampler import SpaceSampler, apply_params, flatten, paper_point, space_params
+from mtsam.sweep.space import SearchSpace
+from mtsam.sweep.tracking import error_reason, flatten_config, run_name
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_quickstart_file_is_the_embedded_default():
+    from_file, path = load_sweep_config(QUICKSTART_FILE)
+    assert path == QUICKSTART_FILE
+    assert from_file == SweepConfig()
+    embedded, _ = load_sweep_config(None)
+    assert embedded == SweepConfig()
+
+
+@pytest.mark.parametrize("name", ["quickstart", "pareto"])
+def test_shipped_configs_resolve(name):
+    plan = make_plan(*load_sweep_config(REPO / "tune" / "configs" / f"{name}.yaml"))
+    assert plan.tracking_uri.startswith("sqlite:////") and plan.state_dir.is_absolute()
+    assert plan.metric == "val/delta_b_task" and plan.mode == "max"
+    assert plan.pareto == (name == "pareto")
+
+
+def test_set_and_flags_override(tmp_path):
+    cfg, _ = load_sweep_config(None, ["search.num_samples=3", "base.train.lr=0.002", 'name="x-1"'])
+    assert cfg.search.num_samples == 3 and cfg.name == "x-1"
+    assert cfg.base == {"train": {"epochs": 6, "lr": 0.002}}  # merged into the default base
+
+
+def test_dry_run_prints_plan_and_creates_nothing(tmp_path, capsys):
+    storage = tmp_path / "runs"
+    assert main(["--dry-run", "--storage", str(storage), "--num-samples", "3"]) == 0
+    out = capsys.readouterr().out
+    expected = ["3 trials", "adapter/ranks/r1", "weighting/dwa/temperature", "1 CPU", "ASHA"]
+    for text in [*expected, "the paper's setting", str(storage / "quickstart"), "mlflow.db"]:
+        assert text in out
+    assert not storage.exists()
+
+
+def test_paper_configs_dry_run(tmp_path, capsys):
+    data = tmp_path / "nyuv2"
+    data.mkdir()
+    config = REPO / "tune/configs/nyuv2.yaml"
+    args = f"--config {config} --dry-run --storage {tmp_path / 'r'} --set base.model.checkpoint=null"
+    args = [*args.split(), "--set", f"base.data.root={data}"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "vit_l @ 1024 px" in out and "200 epochs" in out and "1 GPU per trial" in out
+    assert "adapter/ranks/r1=32" in out  # vit_l is wide enough: the paper's ranks unclipped
+
+
+def _garbage(tmp_path):
+    path = tmp_path / "sam_vit_b.pth"
+    path.write_bytes(b"this is not a torch file")
+    return path
+
+
+BAD = {
+    "unknown weighting": (["--set", "space.weighting.method=[fixed, nope]"], "unknown weighting 'nope'"),
+    "unknown base weighting": (["--set", "base.weighting.method=nope"], "base.weighting"),
+    "rank zero in space": (["--set", "space.adapter.ranks.r1=[0, 8]"], "ranks must be integers > 0"),
+    "rank zero in base": (["--set", "base.adapter.ranks=[0, 16, 4]"], "base.adapter"),
+    "unknown parameter": (["--set", "space.adapter.rnk=[4]"], "unknown parameter 'rnk'"),
+    "unknown hyperparameter": (["--set", "space.weighting.dwa={temp: auto}"], "hyperparameter of dwa"),
+    "bad range": (["--set", "space.train.lr={low: 0.1, high: 0.01}"], "low must be < high"),
+    "invalid corner": (["--set", "space.adapter.dropout={low: 0.0, high: 1.0}"], "invalid run config"),
+    "unreadable checkpoint": (["--set", "base.model.checkpoint=GARBAGE"], "not a readable torch checkpoint"),
+    "missing checkpoint": (["--set", "base.model.checkpoint=/nonexistent/sam.pth"], "file not found"),
+    "unreachable tracking": (["--tracking-uri", "http://127.0.0.1:PORT"], "unreachable"),
+    "tracking dir missing": (["--tracking-uri", "sqlite:////nonexistent/dir/mlflow.db"], "does not exist"),
+    "nothing to resume": (["--resume"], "nothing to resume"),
+    "bad name": (["--name", "a/b"], "name:"),
+    "eval every 2": (["--set", "base.train.eval_every=2"], "eval_every"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_config_fails_fast_with_one_line(case, tmp_path, capsys):
+    args, expected = BAD[case]
+    args = [a.replace("GARBAGE", str(_garbage(tmp_path))).replace("PORT", str(free_port())) for a in args]
+    storage = tmp_path / "runs"
+    assert main([*args, "--storage", str(storage)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert expected in err, err
+    assert not storage.exists()
+
+
+def test_cli_subprocess_exit_code(tmp_path):
+    args = [
+        sys.executable,
+        str(SEARCH),
+        "--storage",
+        str(tmp_path / "r"),
+        "--set",
+        "space.weighting.method=[x]",
+    ]
+    proc = subprocess.run(args, capture_output=True, text=True, env=search_env(), timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: space.weighting") and proc.stderr.count("\n") == 1
+    assert not (tmp_path / "r").exists()
+
+
+def test_resume_needs_the_same_config(tmp_path, capsys):
+    storage = tmp_path / "runs"
+    plan = make_plan(*load_sweep_config(None, [f"storage={storage}"]))
+    plan.state_dir.mkdir(parents=True)
+    from mtsam.sweep.state import SweepState, write_config
+
+    write_config(plan)
+    SweepState("parent", "1").save(plan.state_dir)
+    assert main(["--resume", "--storage", str(storage), "--epochs", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "differs from the stored one at base.train.epochs (stored 6, now 5)" in err
+    assert main(["--storage", str(storage)]) == 2  # a fresh run must not reuse the name
+    assert "already exists" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------- search space
+PARETO_SPACE = yaml.safe_load((REPO / "tune/configs/pareto.yaml").read_text())["space"]
+
+
+def _base():
+    return make_plan(*load_sweep_config(None)).base
+
+
+def test_define_by_run_samples_valid_conditional_configs():
+    base = _base()
+    space = SearchSpace.model_validate(PARETO_SPACE)
+    sampler = SpaceSampler(space, base)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    kinds = set()
+    for _ in range(30):
+        trial = study.ask()
+        sampler(trial)
+        params = trial.params
+        cfg = validate_config(apply_params(base, params))  # every sample is a valid run config
+        kinds.add(cfg.adapter.type)
+        has_ranks = any(k.startswith("adapter/ranks/") for k in params)
+        assert has_ranks == (params["adapter/type"] == "tora")
+        assert ("adapter/rank" in params) == (params["adapter/type"] in ("lora", "shared_lora"))
+        fixed = [k for k in params if k.startswith("weighting/fixed/")]
+        assert bool(fixed) == (params["weighting/method"] == "fixed")
+        if fixed:
+            assert len(cfg.weighting.hparams()["weights"]) == 3
+        study.tell(trial, 0.0)
+    assert kinds == {"tora", "lora", "shared_lora", "none"}
+
+
+def test_apply_params_switches_adapter_family():
+    base = _base()
+    sampled = {"adapter/type": "lora", "adapter/rank": 4, "weighting/method": "dwa"}
+    cfg = apply_params(base, {**sampled, "weighting/dwa/temperature": 3.0, "train/lr": 0.01})
+    assert cfg["adapter"] == {"type": "lora", "targets": ["q", "k", "v"], "dropout": 0.1, "rank": 4}
+    assert cfg["weighting"] == {"method": "dwa", "temperature": 3.0}
+    validate_config(cfg)
+    nested = {"adapter": {"ranks": {"r1": 8}}, "train": {"lr": 0.1}}
+    assert flatten(nested) == {"adapter/ranks/r1": 8, "train/lr": 0.1}
+
+
+def test_paper_point_respects_space_and_width():
+    base = _base()
+    point = paper_point(SweepConfig().space, base)
+    assert point["adapter/ranks/r1"] == 32 and point["adapter/ranks/r3"] == 4
+    assert point["weighting/method"] == "fixed" and point["train/lr"] == 1e-3
+    assert [point[f"weighting/fixed/weights/{t}"] for t in ("semantic", "depth", "normal")] == [1.0, 1.0, 4.0]
+    narrow = SearchSpace.model_validate({"adapter": {"ranks": {"r1": {"low": 1, "high": 8, "type": "int"}}}})
+    assert "adapter/ranks/r1" not in paper_point(narrow, base)  # 32 is outside the declared range
+    names = [p.name for p in space_params(SweepConfig().space, base)]
+    assert names[:3] == ["adapter/ranks/r1", "adapter/ranks/r2", "adapter/ranks/r3"]
+
+
+def test_tracking_helpers():
+    ranks = {"adapter/ranks/r1": 32, "adapter/ranks/r2": 32, "adapter/ranks/r3": 4}
+    cfg = validate_config(apply_params(_base(), {**ranks, "train/lr": 1e-3}))
+    from mtsam.config import config_to_dict
+
+    data = config_to_dict(cfg)
+    assert run_name(data, "abcde") == "tora-r32.32.4-fixed-lr1e-3-abcde"
+    flat = flatten_config({**data, "k" * 300: "v" * 7000})
+    assert flat["adapter.ranks"] == "[32, 32, 4]" and flat["train.lr"] == "0.001"
+    assert all(len(k) <= 250 and len(v) <= 6000 for k, v in flat.items())
+    last = "mtsam.trainer.NonFiniteLoss: non-finite loss at epoch 2"
+    assert error_reason(f'Failure # 1\nTraceback:\n  File "x.py", line 3\n{last}\n') == last
+
+
+@pytest.mark.parametrize("name", ["cluster.yaml", "cluster-onprem.yaml"])
+def test_cluster_configs_pass_ray_schema(name):
+    import copy
+
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    cfg = yaml.safe_load((REPO / name).read_text())
+    validate_config(prepare_config(copy.deepcopy(cfg)))  # what `ray up` checks first
+    text = (REPO / name).read_text()
+    for needed in ("--dashboard-host=127.0.0.1", "--host 127.0.0.1", "RAY_AUTH_MODE=token"):
+        assert needed in text
+    assert "0.0.0.0" not in text
