@@ -107,8 +107,11 @@ class FaultsSection(_Section):
     """Fault injection for reliability tests; never set in real runs."""
 
     crash_at_epoch: int | None = Field(None, gt=0)
-    crash_marker: str | None = None  # crash only while this file does not exist (once per marker)
+    crash_marker: str | None = None  # only the first run to create this file crashes
     nan_at_epoch: int | None = Field(None, gt=0)
+    nan_marker: str | None = None
+    disk_full_at_epoch: int | None = Field(None, gt=0)  # checkpoint write fails with ENOSPC
+    disk_full_marker: str | None = None
 
 
 class RunConfig(_Section):

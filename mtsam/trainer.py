@@ -265,6 +265,7 @@ class Trainer:
             "best": self.best,
             "history": self.history,
         }
+        self.faults.maybe_disk_full(self.epoch, self.run_dir / CHECKPOINT)
         return atomic_torch_save(payload, self.run_dir / CHECKPOINT)
 
     def load_checkpoint(self, path: str | Path) -> None:

@@ -74,10 +74,10 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def mlflow_server(folder: Path) -> Iterator[str]:
-    """A real ``mlflow server`` on 127.0.0.1 (free port) for the block; yields its URI."""
+def mlflow_server(folder: Path, port: int | None = None) -> Iterator[str]:
+    """A real ``mlflow server`` on 127.0.0.1 (a free port unless given) for the block; yields its URI."""
     exe = Path(sys.executable).with_name("mlflow")  # the venv's console script
-    port = free_port()
+    port = port or free_port()
     args = f"{exe} server --backend-store-uri sqlite:///{folder}/server.db --artifacts-destination "
     args += f"{folder / 'artifacts'} --host 127.0.0.1 --port {port} --workers 1"
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}

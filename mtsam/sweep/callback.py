@@ -3,11 +3,19 @@
 Unlike Ray's stock MLflow callback it is restore-safe: a trial's run is found again by its
 ``mtsam.trial_id`` tag under the sweep's parent run, and every epoch is logged once (the run's own
 metric history says which epochs it has — a retried trial re-reports from its checkpoint).
+
+It is also outage-safe: training never waits for MLflow. Every hook becomes an operation in an
+ordered backlog; when the store is unreachable the backlog is kept and retried on the next event,
+and at the end of the sweep for up to ``flush_timeout_s``. What still cannot be delivered then is
+reported in one clear line (the results stay in the Ray experiment directory).
 """
 
 from __future__ import annotations
 
 import logging
+import sys
+import time
+from collections import deque
 
 from ray import tune
 
@@ -27,6 +35,7 @@ class MlflowTracker(tune.Callback):
         sweep_name: str,
         epochs: int,
         scheduler: str,
+        flush_timeout_s: float = 120.0,
     ) -> None:
         self.tracking_uri = tracking_uri
         self.experiment_id = experiment_id
@@ -35,10 +44,14 @@ class MlflowTracker(tune.Callback):
         self.sweep_name = sweep_name
         self.epochs = epochs
         self.scheduler = scheduler
+        self.flush_timeout_s = flush_timeout_s
         self._reset()
 
     def _reset(self) -> None:
         self._client = None
+        self._backlog: deque = deque()  # pending operations, in event order
+        self._down_since: float | None = None
+        self.undelivered = 0
         self._runs: dict[str, str] = {}  # trial id → run id
         self._epochs: dict[str, set[int]] = {}  # run id → epochs already logged
         self._has_model: set[str] = set()
@@ -46,7 +59,7 @@ class MlflowTracker(tune.Callback):
     # Pickled into Ray's tuner.pkl: drop the client and caches, they are rebuilt from MLflow.
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        for key in ("_client", "_runs", "_epochs", "_has_model"):
+        for key in ("_client", "_runs", "_epochs", "_has_model", "_backlog", "_down_since", "undelivered"):
             state.pop(key, None)
         return state
 
@@ -106,11 +119,46 @@ class MlflowTracker(tune.Callback):
             tr.set_tags(self.client, run_id, {tr.STATUS_REASON: reason})
         self.client.set_terminated(run_id, status=status)
 
+    # ------------------------------------------------------------------ backlog
+    def _submit(self, operation) -> None:
+        self._backlog.append(operation)
+        self._flush()
+
+    def _flush(self) -> bool:
+        """Run pending operations in order; stop at the first failure (store unreachable)."""
+        while self._backlog:
+            try:
+                self._backlog[0]()
+            except Exception as exc:  # noqa: BLE001 - any tracking failure must not stop training
+                if self._down_since is None:
+                    self._down_since = time.monotonic()
+                    print(
+                        f"MLflow unreachable ({type(exc).__name__}); training continues, updates are "
+                        "kept and retried",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                return False
+            self._backlog.popleft()
+        if self._down_since is not None:
+            print(
+                f"MLflow reachable again after {time.monotonic() - self._down_since:.0f} s; "
+                "backlog delivered",
+                file=sys.stderr,
+                flush=True,
+            )
+            self._down_since = None
+        return True
+
     # ------------------------------------------------------------------ Tune hooks
     def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
-        self.run_for(trial)
+        self._submit(lambda: self.run_for(trial))
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
+        result = dict(result)
+        self._submit(lambda: self._log_result(trial, result))
+
+    def _log_result(self, trial, result: dict) -> None:
         if "epoch" not in result:
             return
         run_id = self.run_for(trial)
@@ -126,6 +174,9 @@ class MlflowTracker(tune.Callback):
         self._epochs[run_id].add(epoch)
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        self._submit(lambda: self._complete(trial))
+
+    def _complete(self, trial) -> None:
         last = trial.last_result or {}
         epoch = int(last.get("epoch", 0))
         if epoch < self.epochs:
@@ -134,14 +185,33 @@ class MlflowTracker(tune.Callback):
             self._finish(trial, "FINISHED", None)
 
     def on_trial_recover(self, iteration: int, trials: list, trial, **info) -> None:
+        self._submit(lambda: self._recover(trial))
+
+    def _recover(self, trial) -> None:
         run_id = self.run_for(trial)
         reason = tr.trial_error(trial)
         tr.set_tags(self.client, run_id, {"mtsam.retries": trial.num_failures, "mtsam.last_error": reason})
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
-        self._finish(trial, "FAILED", tr.trial_error(trial))
+        reason = tr.trial_error(trial)
+        self._submit(lambda: self._finish(trial, "FAILED", reason))
 
     def on_experiment_end(self, trials: list, **info) -> None:
+        self._submit(lambda: self._close_running(trials))
+        deadline = time.monotonic() + self.flush_timeout_s
+        while self._backlog and time.monotonic() < deadline:
+            time.sleep(2.0)
+            self._flush()
+        self.undelivered = len(self._backlog)
+        if self.undelivered:
+            print(
+                f"error: MLflow store {self.tracking_uri} stayed unreachable: {self.undelivered} tracking "
+                f"updates were not delivered (the per-epoch results remain in the Ray experiment directory)",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def _close_running(self, trials: list) -> None:
         # No RUNNING child may outlive the sweep (e.g. trials still pending when it stopped).
         for trial in trials:
             run_id = self._runs.get(trial.trial_id)

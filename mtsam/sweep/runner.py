@@ -91,6 +91,9 @@ def _quiet() -> None:
         "RAY_AIR_NEW_OUTPUT", "0"
     )  # with verbose=0: no Tune tables (ProgressPrinter instead)
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    # Fail fast on an unreachable tracking server: the tracker keeps its own ordered backlog.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")  # one line per error (ProgressPrinter)
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "0")
