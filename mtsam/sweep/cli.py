@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         config = args.config or (str(QUICKSTART_FILE) if QUICKSTART_FILE.is_file() else None)
         cfg, config_file = load_sweep_config(config, overrides(args))
         plan = make_plan(cfg, config_file)
-        preflight(plan, args.resume)
+        preflight(plan, args.resume, check_gpus=not args.dry_run)
         if args.dry_run:
             from .describe import describe_plan
 

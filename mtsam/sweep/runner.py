@@ -37,13 +37,15 @@ class SweepResult:
     baseline: dict | None = None
 
 
-def preflight(plan: SweepPlan, resume: bool) -> SweepState | None:
-    """Every check that must pass before anything is created (also run by --dry-run)."""
+def preflight(plan: SweepPlan, resume: bool, check_gpus: bool = True) -> SweepState | None:
+    """Every check that must pass before anything is created (also run by --dry-run, which may
+    describe a GPU sweep on a machine without GPUs: ``check_gpus=False``)."""
     creatable = [] if "://" in plan.config.storage else [Path(plan.config.storage)]
     for path in creatable:
         check_writable(path, "storage")
     tr.check_tracking_uri(plan.tracking_uri, creatable=[*creatable, plan.state_dir])
-    check_local_gpus(plan)
+    if check_gpus:
+        check_local_gpus(plan)
     if resume:
         return check_resumable(plan)
     check_fresh(plan)
