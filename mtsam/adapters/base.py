@@ -37,19 +37,38 @@ class AdaptedLinear(nn.Module):
     def add_update(self, base_out: torch.Tensor, z: torch.Tensor, up: torch.Tensor, scale: float):
         """``base_out + scale · z @ upᵀ`` on the adapted rows, fused into addmm.
 
-        base_out: (N, d_out); z: (N, r); up: (d_out_eff, r).
+        base_out: (N, d_out), the fresh output of the frozen linear; z: (N, r); up: (d_out_eff, r).
+        When the adapted rows are all rows (e.g. q, k and v of a fused qkv), the update is added
+        in place: autograd does not save a linear's output, so this is safe, and it saves a
+        full-size copy (forward) and the per-block slicing and concatenation (forward and backward).
         """
+        if self._adapts_all_rows():
+            # In-place ops are not autocast: cast like the out-of-place addmm would.
+            return base_out.addmm_(z.to(base_out.dtype), up.t().to(base_out.dtype), alpha=scale)
         return self._per_block(base_out, lambda out, rows: torch.addmm(out, z, up[rows].t(), alpha=scale))
 
     def add_delta(self, base_out: torch.Tensor, delta: torch.Tensor, scale: float):
         """``base_out + scale · delta`` on the adapted rows; delta: (N, d_out_eff)."""
         return self._per_block(base_out, lambda out, rows: torch.add(out, delta[:, rows], alpha=scale))
 
+    def _spans(self) -> list[tuple[int, int]]:
+        """``out_blocks`` with adjacent blocks merged ([(0, 768), (768, 1536)] → [(0, 1536)])."""
+        spans: list[tuple[int, int]] = []
+        for start, stop in self.out_blocks:
+            if spans and spans[-1][1] == start:
+                spans[-1] = (spans[-1][0], stop)
+            else:
+                spans.append((start, stop))
+        return spans
+
+    def _adapts_all_rows(self) -> bool:
+        return self._spans() == [(0, self.out_features)]
+
     def _per_block(self, base_out: torch.Tensor, update) -> torch.Tensor:
-        if len(self.out_blocks) == 1 and self.out_blocks[0] == (0, self.out_features):
+        if self._adapts_all_rows():
             return update(base_out, slice(None))
         pieces, cursor, row = [], 0, 0
-        for start, stop in self.out_blocks:
+        for start, stop in self._spans():
             if start > cursor:
                 pieces.append(base_out[:, cursor:start])
             size = stop - start

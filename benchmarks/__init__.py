@@ -1,0 +1,1 @@
+"""Benchmarks of MTSAM-Tune against the reference design (see BENCHMARKS.md)."""

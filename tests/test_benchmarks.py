@@ -1,0 +1,176 @@
+"""The benchmarks' reference-design baselines compute what the product computes (so the comparison
+is honest), and ``benchmarks/run.py`` produces its JSON document."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from benchmarks.memory import probe
+from benchmarks.reference import MaterialisedToRA, materialise, materialised, reference_backward
+from benchmarks.steps import build_setup, ours_backward, ours_step, reference_step
+from mtsam.adapters import ToRALinear
+from mtsam.adapters.inject import _out_blocks
+
+ROOT = Path(__file__).resolve().parents[1]
+TORA = {"type": "tora", "ranks": [4, 4, 2], "dropout": 0.0}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny shapes: a second thread only adds spin-waiting when the 2 shared cores are busy."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _layer(parts, seed=0):
+    torch.manual_seed(seed)
+    base = nn.Linear(16, 48)
+    layer = ToRALinear(base, 3, (4, 4, 2), scaling=0.5, out_blocks=_out_blocks(base, parts))
+    with torch.no_grad():
+        layer.G.normal_(0, 0.3)
+    return layer
+
+
+def _grads(tensors):
+    out = [t.grad.clone() for t in tensors]
+    for t in tensors:
+        t.grad = None
+    return out
+
+
+@pytest.mark.parametrize("parts", [("q", "k", "v"), ("q", "v")])
+@pytest.mark.parametrize("index", [1, "per_sample"])
+def test_materialised_layer_equals_tora_output_and_grads(parts, index):
+    layer = _layer(parts)
+    reference = MaterialisedToRA(layer)
+    x = torch.randn(6, 5, 16, requires_grad=True)
+    task_index = torch.tensor([0, 2, 1, 1, 0, 2]) if index == "per_sample" else index
+    grad = torch.randn(6, 5, 48)
+    tensors = [x, layer.G, layer.U1, layer.U2, layer.U3]
+
+    ours = layer(x, task_index)
+    ours.backward(grad)
+    ours_grads = _grads(tensors)
+    ref = reference(x, task_index)
+    ref.backward(grad)
+    torch.testing.assert_close(ref, ours, rtol=1e-5, atol=1e-5)
+    for a, b in zip(_grads(tensors), ours_grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_materialised_tensor_slices_are_the_task_updates():
+    layer = _layer(("q", "k", "v"))
+    delta = materialise(layer)
+    assert delta.shape == (16, 48, 3)
+    for t in range(3):
+        torch.testing.assert_close(layer.scaling * delta[:, :, t].t(), layer.delta_weight(t))
+
+
+def test_materialised_context_swaps_and_restores():
+    setup = build_setup("tiny", 64, TORA, 1, (24, 32), torch.device("cpu"))
+    qkv = setup.model.image_encoder.blocks[0].attn.qkv
+    with materialised(setup.model):
+        assert isinstance(setup.model.image_encoder.blocks[0].attn.qkv, MaterialisedToRA)
+    assert setup.model.image_encoder.blocks[0].attn.qkv is qkv
+
+
+def _perturbed_setup():
+    # Identity normal head: L2-normalising the near-zero normals of a random decoder divides by
+    # |v| ≈ eps and turns float noise into large gradient differences (as in test_model.py).
+    heads = {"normal": "identity"}
+    setup = build_setup("tiny", 64, TORA, 2, (24, 32), torch.device("cpu"), seed=3, heads=heads)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # G = 0 at init would leave U1/U2/U3 without gradient
+        for name, p in setup.model.named_parameters():
+            if name.endswith(".G"):
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    return setup
+
+
+def test_reference_per_task_loop_equals_stacked_step():
+    """B = 2 and T = 3: same losses and same gradients for every trainable parameter."""
+    setup = _perturbed_setup()
+    named = [(n, p) for n, p in setup.model.named_parameters() if p.requires_grad]
+    ours_losses = ours_backward(setup)
+    reached = [(n, p) for n, p in named if p.grad is not None]  # SAM's unused decoder heads are not
+    params = [p for _, p in reached]
+    ours_grads = _grads(params)
+    ref_losses = reference_backward(setup)
+    assert all(p.grad is not None for p in params)
+    assert all(p.grad is None for _, p in named if all(p is not q for q in params))
+    ref_grads = _grads(params)
+    torch.testing.assert_close(ref_losses, ours_losses, rtol=1e-5, atol=1e-6)
+    adapter = [g for (n, _), g in zip(reached, ours_grads) if n.rsplit(".", 1)[-1] in ("G", "U1", "U2", "U3")]
+    assert len(adapter) == 4 * len(setup.model.image_encoder.blocks)
+    assert all(g.abs().sum() > 0 for g in adapter)
+    for a, b in zip(ref_grads, ours_grads):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-6)
+
+
+def test_reference_step_equals_our_step_after_the_optimiser():
+    ours, ref = _perturbed_setup(), _perturbed_setup()
+    ours_step(ours)
+    reference_step(ref)
+    # Adam's first step is ±lr·g/(|g|+eps): a gradient at float-noise level can flip an entry, so
+    # the tolerance is a tenth of the learning rate (1e-3).
+    for a, b in zip(ref.model.parameters(), ours.model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_memory_probe_reports_growth():
+    spec = {"variant": "tiny", "image_size": 64, "batch": 1, "hw": [24, 32], "adapter": TORA}
+    result = probe("ours", spec, torch.device("cpu"), steps=1)
+    assert result["peak_mib"] >= 0 and result["method"]
+
+
+def test_run_quick_tiny_prints_json(tmp_path):
+    out = tmp_path / "bench.json"
+    cmd = [
+        sys.executable,
+        "benchmarks/run.py",
+        "--tiny",
+        "--repeats",
+        "1",
+        "--no-memory",
+        "--output",
+        str(out),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert json.loads(out.read_text()) == doc
+    for key in ("p1_tora_over_frozen", "p1_materialised_over_factored", "p2_step_over_frozen"):
+        assert doc[key]["value"] > 0 and doc[key]["target"]
+    assert doc["p3_step_over_reference"]["value"] > 0
+    assert doc["p4_sweep_efficiency"]["value"] is None and doc["p4_sweep_efficiency"]["reason"]
+    assert doc["meta"]["mode"] == "tiny"
+
+
+def test_sweep_efficiency_from_trial_results(tmp_path):
+    from benchmarks.sweep import efficiency, read_trials
+
+    for name, start, epochs in (("trial_a", 100, 3), ("trial_b", 101, 2), ("trial_c", 112, 2)):
+        lines = []
+        for e in range(1, epochs + 1):
+            record = {"train/epoch_time_s": 3.0, "train/eval_time_s": 1.0, "time_total_s": 5.0 * e}
+            lines.append(json.dumps({**record, "timestamp": start + 5 * e}))
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "result.json").write_text("\n".join(lines) + "\n")
+    trials = read_trials(tmp_path)
+    result = efficiency(trials, slots=2, command_wall=40.0)
+    # inside = 7 epochs x 4 s = 28 s; phase = 122 - 100 = 22 s; 28 / (22 x 2)
+    assert result["value"] == round(28 / 44, 3) and result["met"] is False
+    assert result["slot_occupancy"] == round(35 / 44, 3)
+    assert result["end_to_end_efficiency"] == round(28 / 80, 3)
+    assert result["trials"] == 3 and result["per_trial_overhead_s"] == round(7 / 3, 2)
+    # a: 100–115, b: 101–111, c: 112–122 → one slot idle 100–101, 111–112 and 115–122
+    assert result["idle_slot_s"] == {"head": 1.0, "between": 1.0, "tail": 7.0}
