@@ -8,24 +8,11 @@ import json
 import os
 
 import pytest
+from conftest import INLINE_BASELINE as BASELINE
 from conftest import mlflow_server, run_search
 from mlflow import MlflowClient
 
 NAME, EPOCHS = "cluster", 2
-BASELINE = {
-    split: {
-        "semantic": {"miou": 0.04, "pix_acc": 0.47},
-        "depth": {"abs_err": 1.3, "rel_err": 0.25},
-        "normal": {
-            "mean": 69.0,
-            "median": 55.0,
-            "within_11.25": 0.002,
-            "within_22.5": 0.009,
-            "within_30": 0.02,
-        },
-    }
-    for split in ("val", "test")
-}
 
 
 @pytest.fixture(scope="module")
