@@ -150,7 +150,11 @@ def normal_task(channels: int | None = None) -> Task:
         head="l2_normalize",
         loss=normal_loss,
         metrics={
-            "mean": False, "median": False, "within_11.25": True, "within_22.5": True, "within_30": True,
+            "mean": False,
+            "median": False,
+            "within_11.25": True,
+            "within_22.5": True,
+            "within_30": True,
         },
         meter=NormalMeter,
     )

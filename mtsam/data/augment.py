@@ -41,13 +41,14 @@ def transform(sample: dict[str, Tensor], scale: float, top: int, left: int, flip
     return out
 
 
-def _scale_crop(sample: dict[str, Tensor], scale: float, top: int, left: int,
-                crop: tuple[int, int]) -> dict[str, Tensor]:
+def _scale_crop(
+    sample: dict[str, Tensor], scale: float, top: int, left: int, crop: tuple[int, int]
+) -> dict[str, Tensor]:
     size = tuple(sample["image"].shape[-2:])
     ch, cw = crop
     out = {}
     for key, x in sample.items():
-        x = x[..., top:top + ch, left:left + cw]
+        x = x[..., top : top + ch, left : left + cw]
         if key == "normal":
             # validity is resized like labels so all task masks agree; bilinear mixing with the
             # zero vectors of holes shortens normals, hence the re-normalisation

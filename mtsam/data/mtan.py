@@ -45,9 +45,16 @@ class MTANDataset(Dataset):
     Structure (folders, contiguous ids) is checked here; file contents are checked on load.
     """
 
-    def __init__(self, root: str | os.PathLike, split: str,
-                 tasks: Sequence[str] = ("semantic", "depth", "normal"), augment: bool = False,
-                 indices: Sequence[int] | None = None, label_dir: str | None = None, seed: int = 0):
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        split: str,
+        tasks: Sequence[str] = ("semantic", "depth", "normal"),
+        augment: bool = False,
+        indices: Sequence[int] | None = None,
+        label_dir: str | None = None,
+        seed: int = 0,
+    ):
         if isinstance(tasks, str) or not tasks:
             raise ConfigError(f"tasks must be a non-empty sequence of names, got {tasks!r}")
         if len(set(tasks)) != len(tasks) or "image" in tasks:
@@ -153,8 +160,9 @@ class MTANDataset(Dataset):
                 sample[task] = torch.from_numpy(_finite_int(array[..., 0]))
             else:
                 # a NaN in depth/normal would poison losses: treat it as invalid (0)
-                sample[task] = _to_tensor(np.nan_to_num(array.astype(np.float32), nan=0.0, posinf=0.0,
-                                                        neginf=0.0))
+                sample[task] = _to_tensor(
+                    np.nan_to_num(array.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+                )
         if self.augment:
             rng = np.random.default_rng([self.seed, self.epoch, index])
             sample = augment_sample(sample, rng)
@@ -179,8 +187,9 @@ class NYUv2(MTANDataset):
 class CityScapes(MTANDataset):
     """CityScapes (MTAN release): 7 classes (label_7) + inverse depth, 128×256."""
 
-    def __init__(self, root: str | os.PathLike, split: str, tasks: Sequence[str] = ("semantic", "depth"),
-                 **kw):
+    def __init__(
+        self, root: str | os.PathLike, split: str, tasks: Sequence[str] = ("semantic", "depth"), **kw
+    ):
         super().__init__(root, split, tasks=tasks, **kw)
 
 

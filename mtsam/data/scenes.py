@@ -98,8 +98,13 @@ def render_scene(index: int, seed: int, height: int, width: int, num_classes: in
     labels: list[int] = []
     albedo_jitter: list[np.ndarray] = []
     with np.errstate(divide="ignore", invalid="ignore"):
-        planes = [(1, floor_y, FLOOR), (1, ceil_y, CEILING), (2, back_z, WALL), (0, left_x, WALL),
-                  (0, right_x, WALL)]
+        planes = [
+            (1, floor_y, FLOOR),
+            (1, ceil_y, CEILING),
+            (2, back_z, WALL),
+            (0, left_x, WALL),
+            (0, right_x, WALL),
+        ]
         for axis, offset, label in planes:
             t = offset / d[..., axis]
             hits.append(np.where(t > 1e-6, t, np.inf))
@@ -125,8 +130,13 @@ def render_scene(index: int, seed: int, height: int, width: int, num_classes: in
 
         for _ in range(rng.integers(1, 4)):  # axis-aligned boxes standing on the floor
             size = rng.uniform([0.4, 0.3, 0.4], [1.4, 1.3, 1.2])
-            lo = np.array([rng.uniform(left_x, right_x - size[0]), floor_y - size[1],
-                           rng.uniform(2.5, back_z - size[2])])
+            lo = np.array(
+                [
+                    rng.uniform(left_x, right_x - size[0]),
+                    floor_y - size[1],
+                    rng.uniform(2.5, back_z - size[2]),
+                ]
+            )
             hi = lo + size
             t1, t2 = lo / d, hi / d  # slab method, ray origin at 0
             t_near_axes = np.minimum(t1, t2)
@@ -198,13 +208,26 @@ def _params(train: int, val: int, height: int, width: int, num_classes: int, see
         limit = SPLIT_OFFSET["val"]
         raise ConfigError(f"need 1 <= train <= {limit} and val >= 0, got train={train} val={val}")
     _check_params(height, width, num_classes, seed)
-    return {"version": RENDER_VERSION, "train": int(train), "val": int(val), "height": int(height),
-            "width": int(width), "num_classes": int(num_classes), "seed": int(seed)}
+    return {
+        "version": RENDER_VERSION,
+        "train": int(train),
+        "val": int(val),
+        "height": int(height),
+        "width": int(width),
+        "num_classes": int(num_classes),
+        "seed": int(seed),
+    }
 
 
-def write_dataset(out: str | os.PathLike, train: int = DEFAULTS["train"], val: int = DEFAULTS["val"],
-                  height: int = DEFAULTS["height"], width: int = DEFAULTS["width"],
-                  num_classes: int = DEFAULTS["num_classes"], seed: int = DEFAULTS["seed"]) -> Path:
+def write_dataset(
+    out: str | os.PathLike,
+    train: int = DEFAULTS["train"],
+    val: int = DEFAULTS["val"],
+    height: int = DEFAULTS["height"],
+    width: int = DEFAULTS["width"],
+    num_classes: int = DEFAULTS["num_classes"],
+    seed: int = DEFAULTS["seed"],
+) -> Path:
     """Render ``out/{train,val}/{image,label,depth,normal}/{i}.npy`` plus ``out/scenes.json``.
 
     Rendered into a temporary sibling directory and renamed into place, so ``out`` is either absent,
