@@ -72,6 +72,11 @@ def _comparable(data: dict) -> dict:
 
 def check_fresh(plan: SweepPlan) -> None:
     if (plan.state_dir / STATE).is_file() or (plan.state_dir / SWEEP_YAML).is_file():
+        state = SweepState.load(plan.state_dir)
+        if state is not None and state.status == "finished":
+            raise ConfigError(
+                f"sweep '{plan.name}' already finished at {plan.state_dir}; start another with --name NEW"
+            )
         raise ConfigError(
             f"sweep '{plan.name}' already exists at {plan.state_dir}; continue it with --resume "
             f"or start another with --name NEW"
