@@ -3,7 +3,7 @@
 Top-level names load lazily so ``python -m mtsam.data.scenes`` and friends start fast.
 """
 
-from importlib import import_module
+from mtsam._lazy import lazy_exports
 
 _EXPORTS = {
     "MTSAM": "mtsam.model",
@@ -16,10 +16,5 @@ _EXPORTS = {
     "load_adapter": "mtsam.adapter_state",
     "save_adapter": "mtsam.adapter_state",
 }
-__all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'mtsam' has no attribute {name!r}")
+__getattr__, __all__ = lazy_exports("mtsam", _EXPORTS)

@@ -18,7 +18,7 @@ from .data import CityScapes, NYUv2, train_val_split
 from .errors import ConfigError
 from .model import MTSAM
 from .tasks import Task, build_tasks
-from .variants import VARIANTS, build_sam
+from .variants import build_sam
 from .weighting import Weighting, build_weighting
 
 OFFICIAL = {"vit_b": "sam_vit_b_01ec64.pth", "vit_l": "sam_vit_l_0b3195.pth", "vit_h": "sam_vit_h_4b8939.pth"}
@@ -104,7 +104,3 @@ def build_datasets(config: RunConfig):
         cls(root, "train", tasks=data.tasks, indices=val_ids),
         cls(root, "val", tasks=data.tasks),
     )
-
-
-def variant_names() -> list[str]:
-    return sorted(VARIANTS)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .routing import TaskRouting, resolve_index
+from .routing import TaskRouting, expand_index
 
 
 class AdaptedLinear(nn.Module):
@@ -29,7 +29,7 @@ class AdaptedLinear(nn.Module):
 
     def task_index(self, task_index: torch.Tensor | int | None, batch: int) -> torch.Tensor | int:
         if task_index is not None:
-            return resolve_index(task_index, batch)
+            return expand_index(task_index, batch)
         if self.routing is None:
             raise RuntimeError(f"{type(self).__name__} needs a task_index")
         return self.routing.for_batch(batch)

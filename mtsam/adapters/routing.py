@@ -14,23 +14,17 @@ class TaskRouting:
         self.index: torch.Tensor | int | None = None
 
     def for_batch(self, batch: int) -> torch.Tensor | int:
-        """Task index per row of a layer input with leading dim ``batch``.
-
-        Windowed attention folds windows into the batch (image-major), so an index of length N
-        expands by ``batch // N`` with ``repeat_interleave``.
-        """
-        index = self.index
-        if index is None:
+        """Task index per row of a layer input with leading dim ``batch`` (see ``expand_index``)."""
+        if self.index is None:
             raise RuntimeError("task-specific adapter called without a task index; use model.forward")
-        if isinstance(index, int) or index.numel() == batch:
-            return index
-        if batch % index.numel():
-            raise RuntimeError(f"cannot route {index.numel()} task indices over a batch of {batch}")
-        return index.repeat_interleave(batch // index.numel())
+        return expand_index(self.index, batch)
 
 
-def resolve_index(task_index: torch.Tensor | int, batch: int) -> torch.Tensor | int:
-    """Normalise an explicit ``task_index`` argument the same way the routing does."""
-    routing = TaskRouting()
-    routing.index = task_index
-    return routing.for_batch(batch)
+def expand_index(index: torch.Tensor | int, batch: int) -> torch.Tensor | int:
+    """Windowed attention folds windows into the batch (image-major), so an index of length N
+    expands by ``batch // N`` with ``repeat_interleave``; an int applies to every row."""
+    if isinstance(index, int) or index.numel() == batch:
+        return index
+    if batch % index.numel():
+        raise RuntimeError(f"cannot route {index.numel()} task indices over a batch of {batch}")
+    return index.repeat_interleave(batch // index.numel())

@@ -5,7 +5,7 @@ this package, nor import itself twice. The ``augment`` function is not re-export
 attribute of that name is the submodule (import it from ``mtsam.data.augment``).
 """
 
-import importlib
+from mtsam._lazy import lazy_exports
 
 _EXPORTS = {
     "CityScapes": "mtsam.data.mtan",
@@ -17,10 +17,5 @@ _EXPORTS = {
     "write_dataset": "mtsam.data.scenes",
 }
 
-__all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'mtsam.data' has no attribute '{name}'")
+__getattr__, __all__ = lazy_exports("mtsam.data", _EXPORTS)

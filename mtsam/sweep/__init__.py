@@ -8,7 +8,7 @@ The command line is ``python tune/search.py`` (``mtsam.sweep.cli.main``). Names 
 CLI can fail fast on a bad config without importing Ray.
 """
 
-from importlib import import_module
+from mtsam._lazy import lazy_exports
 
 _EXPORTS = {
     "SweepConfig": "mtsam.sweep.config",
@@ -21,10 +21,5 @@ _EXPORTS = {
     "MlflowTracker": "mtsam.sweep.callback",
     "main": "mtsam.sweep.cli",
 }
-__all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'mtsam.sweep' has no attribute {name!r}")
+__getattr__, __all__ = lazy_exports("mtsam.sweep", _EXPORTS)
