@@ -18,18 +18,21 @@ import torch
 from torch.utils.data import DataLoader, RandomSampler
 
 from . import factory
-from .adapter_state import atomic_torch_save, load_trainable, save_adapter, trainable_state
+from .adapter_state import atomic_torch_save, load_trainable, save_adapter
 from .adapters import orthogonality_loss
 from .config import RunConfig, config_to_dict, dump_yaml
 from .errors import CheckpointError, MTSAMError
 from .evaluation import evaluate, selection_metric
 from .faults import FaultInjector
 from .optim import build_optimizer, build_scheduler
+from .tensor_pack import pack, unpack
 
 CHECKPOINT = "checkpoint.pt"
 BEST_ADAPTER = "best_adapter.pt"
 METRICS = "metrics.jsonl"
-TRAIN_FORMAT, TRAIN_FORMAT_VERSION = "mtsam-train", 1
+TRAIN_FORMAT, TRAIN_FORMAT_VERSION = "mtsam-train", 2
+# Version 2 packs every tensor into one buffer per dtype (``mtsam.tensor_pack``) and keeps the
+# history as JSON text: the per-epoch save pickles a few thousand objects instead of ~25 k.
 
 EpochCallback = Callable[[dict, "Trainer"], None]
 
@@ -54,11 +57,15 @@ class Trainer:
         callbacks: list[EpochCallback] | None = None,
         resume_from: str | Path | None = None,
         progress: bool = False,
+        interrupt: Callable[[], None] | None = None,
     ) -> None:
+        """``interrupt`` is called between optimiser steps and evaluation batches; whatever it
+        raises ends the run there (a sweep's trial leaves at once when Tune stops it)."""
         self.config = config
         self.run_dir = Path(run_dir).resolve()
         self.callbacks = list(callbacks or [])
         self.progress = progress
+        self.interrupt = interrupt or (lambda: None)
         self.device = pick_device(config.train.device)
         torch.manual_seed(config.train.seed)
         self.model = factory.build_model(config).to(self.device)
@@ -160,6 +167,7 @@ class Trainer:
             self.step += 1
             steps_done += 1
             self.faults.maybe_crash(self.epoch + 1, steps_done)
+            self.interrupt()
             if steps_done >= self.steps_per_epoch:
                 break
         elapsed = time.perf_counter() - start
@@ -178,11 +186,22 @@ class Trainer:
     def _trainable(self):
         return [p for g in self.optimizer.param_groups for p in g["params"]]
 
+    def _interruptible(self, loader):
+        for batch in loader:
+            self.interrupt()
+            yield batch
+
     def evaluate(self, split: str) -> dict:
         dataset = {"val": self.val_set, "test": self.test_set}[split]
         loader = self._loader(dataset, train=False)
         return evaluate(
-            self.model, loader, self.tasks, split, self.config.baseline, self.device, self._autocast
+            self.model,
+            self._interruptible(loader),
+            self.tasks,
+            split,
+            self.config.baseline,
+            self.device,
+            self._autocast,
         )
 
     def fit(self) -> dict:
@@ -248,13 +267,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self) -> Path:
-        payload = {
-            "format": TRAIN_FORMAT,
-            "format_version": TRAIN_FORMAT_VERSION,
-            "config": config_to_dict(self.config),
-            "epoch": self.epoch,
-            "step": self.step,
-            "model": trainable_state(self.model),
+        tensors = {
+            "model": {n: p for n, p in self.model.named_parameters() if p.requires_grad},
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "weighting": self.weighting.state_dict(),
@@ -262,8 +276,16 @@ class Trainer:
                 "torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
             },
+        }
+        payload = {
+            "format": TRAIN_FORMAT,
+            "format_version": TRAIN_FORMAT_VERSION,
+            "config": config_to_dict(self.config),
+            "epoch": self.epoch,
+            "step": self.step,
             "best": self.best,
-            "history": self.history,
+            "history_json": json.dumps(self.history),
+            "packed": pack(tensors),  # copies: later steps do not change what is written
         }
         self.faults.maybe_disk_full(self.epoch, self.run_dir / CHECKPOINT)
         return atomic_torch_save(payload, self.run_dir / CHECKPOINT)
@@ -272,18 +294,7 @@ class Trainer:
         path = Path(path)
         if path.is_dir():
             path = path / CHECKPOINT
-        if not path.is_file():
-            raise CheckpointError(f"training checkpoint {path}: file not found")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
-            raise CheckpointError(
-                f"training checkpoint {path}: not readable ({type(exc).__name__})"
-            ) from None
-        if not isinstance(state, dict) or state.get("format") != TRAIN_FORMAT:
-            raise CheckpointError(f"training checkpoint {path}: not an MTSAM training checkpoint")
-        if state.get("format_version") != TRAIN_FORMAT_VERSION:
-            raise CheckpointError(f"training checkpoint {path}: format version {state.get('format_version')}")
+        state = read_checkpoint(path)
         load_trainable(self.model, state["model"], source=f"training checkpoint {path}")
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -292,8 +303,32 @@ class Trainer:
         if self.device.type == "cuda" and state["rng"]["cuda"]:
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
-        self.best, self.history = state["best"], list(state["history"])
+        self.best, self.history = state["best"], state["history"]
         # metrics.jsonl holds exactly the epochs of the checkpoint: a crash after it is forgotten.
         self.run_dir.mkdir(parents=True, exist_ok=True)
         with open(self.run_dir / METRICS, "w") as fh:
             fh.writelines(json.dumps(r) + "\n" for r in self.history)
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """A training checkpoint as plain data: config, epoch, step, best, history, and the tensors of
+    model (trainable only), optimizer, scheduler, weighting and rng. Reads format versions 1 and 2."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"training checkpoint {path}: file not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
+        raise CheckpointError(f"training checkpoint {path}: not readable ({type(exc).__name__})") from None
+    if not isinstance(state, dict) or state.get("format") != TRAIN_FORMAT:
+        raise CheckpointError(f"training checkpoint {path}: not an MTSAM training checkpoint")
+    version = state.get("format_version")
+    if version == 1:  # written before packing: already plain
+        return {**state, "history": list(state["history"])}
+    if version != TRAIN_FORMAT_VERSION:
+        raise CheckpointError(
+            f"training checkpoint {path}: format version {version} "
+            f"(this MTSAM reads 1 and {TRAIN_FORMAT_VERSION})"
+        )
+    tensors = unpack(state.pop("packed"))
+    return {**state, **tensors, "history": json.loads(state.pop("history_json"))}

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from mtsam.config import load_config
+from mtsam.errors import CheckpointError
 from mtsam.optim import lr_factor
-from mtsam.trainer import CHECKPOINT, METRICS, NonFiniteLoss, Trainer
+from mtsam.trainer import CHECKPOINT, METRICS, NonFiniteLoss, Trainer, read_checkpoint
 
 FAST = [
     "data.scenes.train=12",
@@ -57,13 +58,59 @@ def test_resume_continues_exactly(tmp_path):
 def test_checkpoint_is_self_describing(tmp_path):
     trainer = Trainer(fast_config(epochs=1), tmp_path)
     trainer.fit()
-    state = torch.load(tmp_path / CHECKPOINT, weights_only=True)
-    assert state["epoch"] == 1 and state["step"] == trainer.step
-    assert state["config"]["model"]["variant"] == "tiny"
-    assert state["best"]["metric"] == "val/semantic/miou"
+    raw = torch.load(tmp_path / CHECKPOINT, weights_only=True)
+    assert raw["format_version"] == 2 and raw["epoch"] == 1 and raw["step"] == trainer.step
+    assert raw["config"]["model"]["variant"] == "tiny" and raw["best"]["metric"] == "val/semantic/miou"
+    # packed: one buffer per dtype instead of one storage per tensor
+    assert set(raw["packed"]["buffers"]) <= {"float32", "uint8", "int64"}
+    state = read_checkpoint(tmp_path / CHECKPOINT)
     assert {"optimizer", "scheduler", "weighting", "rng", "model"} <= set(state)
+    assert [r["epoch"] for r in state["history"]] == [1]
+    trainable = {n: p for n, p in trainer.model.named_parameters() if p.requires_grad}
+    assert set(state["model"]) == set(trainable)
+    assert all(torch.equal(state["model"][n], p.detach()) for n, p in trainable.items())
     adapter = torch.load(tmp_path / "best_adapter.pt", weights_only=True)
     assert adapter["extra"]["epoch"] == 1 and adapter["config"]["variant"] == "tiny"
+
+
+def test_resumes_from_a_version_1_checkpoint(tmp_path):
+    """Checkpoints written before packing (format 1: plain tensors, history as a list) still resume."""
+    first = Trainer(fast_config(epochs=2), tmp_path / "a")
+    first.fit()
+    state = read_checkpoint(tmp_path / "a" / CHECKPOINT)
+    state.update(format_version=1)
+    state.pop("packed", None)
+    (tmp_path / "b").mkdir()
+    torch.save(state, tmp_path / "b" / CHECKPOINT)
+    resumed = Trainer(fast_config(epochs=2), tmp_path / "b", resume_from=tmp_path / "b" / CHECKPOINT)
+    assert resumed.epoch == 2 and resumed.history == first.history
+    for (name, a), b in zip(first.model.named_parameters(), resumed.model.parameters()):
+        assert torch.equal(a, b), name
+    torch.save({**state, "format_version": 7}, tmp_path / "b" / CHECKPOINT)
+    with pytest.raises(CheckpointError, match="format version 7"):
+        read_checkpoint(tmp_path / "b" / CHECKPOINT)
+
+
+def test_interrupt_stops_within_a_step(tmp_path):
+    """What ``interrupt`` raises ends the run at the next step or evaluation batch."""
+
+    class Stop(Exception):
+        pass
+
+    def interrupt():
+        raise Stop
+
+    trainer = Trainer(fast_config(epochs=2), tmp_path, interrupt=interrupt)
+    assert trainer.steps_per_epoch > 1
+    with pytest.raises(Stop):
+        trainer.fit()
+    assert trainer.step == 1 and trainer.epoch == 0 and not (tmp_path / CHECKPOINT).exists()
+    calls = []
+    evaluating = Trainer(fast_config(epochs=1), tmp_path / "eval", interrupt=lambda: calls.append(1))
+    evaluating.fit()
+    batches = len(evaluating._loader(evaluating.val_set, train=False))
+    batches += len(evaluating._loader(evaluating.test_set, train=False))
+    assert len(calls) == evaluating.step + batches
 
 
 def test_schedule_counts_optimizer_steps(tmp_path):
