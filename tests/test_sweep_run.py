@@ -92,12 +92,17 @@ def test_optuna_study_holds_the_trials(tiny_sweep):
 def test_ray_directory_and_best_adapter(tiny_sweep):
     trial_dirs = sorted(tiny_sweep.exp_path.glob("trial_*"))
     assert len(trial_dirs) == tiny_sweep.num_samples
+    pids = set()
     for folder in trial_dirs:
         params = json.loads((folder / "params.json").read_text())
         assert "ranks" in params["adapter"]  # nested sampled config
         records = [json.loads(line) for line in (folder / "result.json").read_text().splitlines()]
         assert [r["epoch"] for r in records] == list(range(1, len(records) + 1))
         assert all("val/delta_b_task" in r and "model/trainable_params" in r for r in records)
+        assert all(r["timestamp"] - 1 <= r["reported_at"] <= r["timestamp"] + 1 for r in records)
+        pids |= {r["pid"] for r in records}
+    # Every stopped trial left its actor within Tune's reset timeout, so 2 processes ran all trials.
+    assert len(pids) == 2
     adapter = tiny_sweep.exp_path / "best" / "adapter.pt"
     assert str(adapter) in tiny_sweep.stdout
     from mtsam.adapter_state import load_adapter

@@ -1,6 +1,7 @@
 """The Tune function trainable: one trial = one ``Trainer`` run, reported and checkpointed per epoch.
 
-A retried or resumed trial gets its last Tune checkpoint back and continues from it
+Reports go through ``BackgroundReporter``: the next epoch trains while the driver handles the last
+one. A retried or resumed trial gets its last Tune checkpoint back and continues from it
 (``resume_from``), so it re-reports from the next epoch on.
 """
 
@@ -9,12 +10,14 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from ray import tune
 
 from mtsam.config import validate_config
 
+from .reporting import BackgroundReporter
 from .sampler import apply_params, flatten
 
 CHECKPOINT_FILES = ("checkpoint.pt", "best_adapter.pt")
@@ -28,9 +31,10 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def run_trial(config: dict, trial_base: dict) -> None:
+def run_trial(config: dict, trial_base: dict, sync_epochs: frozenset[int] = frozenset()) -> None:
     """``config``: the sampled values (Ray's nested dict); ``trial_base``: the base run config with
-    the baseline and selection metric already in (passed with ``tune.with_parameters``)."""
+    the baseline and selection metric already in; ``sync_epochs``: epochs after which the scheduler
+    may stop the trial (both passed with ``tune.with_parameters``)."""
     import logging
 
     import ray
@@ -63,20 +67,27 @@ def run_trial(config: dict, trial_base: dict) -> None:
         node_id = ray.get_runtime_context().get_node_id()
         extra: dict = {}
 
-        def report(record: dict, trainer) -> None:
-            metrics = {**record, **extra, "node_id": node_id}
-            with tempfile.TemporaryDirectory(prefix="ckpt-", dir=run_dir) as tmp:
-                for name in CHECKPOINT_FILES:
-                    if (run_dir / name).is_file():
-                        _link_or_copy(run_dir / name, Path(tmp) / name)
-                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+        reporter = BackgroundReporter(sync_epochs)
 
-        trainer = Trainer(run_config, run_dir, callbacks=[report], resume_from=resume_from)
+        def report(record: dict, trainer) -> None:
+            # A snapshot of this epoch's files: the trainer replaces them while the report is in flight.
+            snapshot = Path(tempfile.mkdtemp(prefix="ckpt-", dir=run_dir))
+            for name in CHECKPOINT_FILES:
+                if (run_dir / name).is_file():
+                    _link_or_copy(run_dir / name, snapshot / name)
+            # Ray's own "timestamp" is whole seconds; timelines (benchmarks, analysis) need better.
+            reporter.submit({**record, **extra, "node_id": node_id, "reported_at": time.time()}, snapshot)
+
+        trainer = Trainer(
+            run_config, run_dir, callbacks=[report], resume_from=resume_from, interrupt=reporter.check
+        )
         extra.update({f"model/{k}_params": v for k, v in trainer.model.parameter_summary().items()})
         try:
             trainer.fit()
         except NonFiniteLoss as exc:
             diverged.write_text(str(exc))
             raise
+        finally:
+            reporter.close()  # the last report reaches Tune first; a stop from Tune wins over an error
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)

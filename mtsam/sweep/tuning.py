@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
@@ -64,9 +66,23 @@ def build_scheduler(plan: SweepPlan):
     )
 
 
+def decision_epochs(plan: SweepPlan) -> frozenset[int]:
+    """Epochs after which the scheduler may stop a trial: ASHA decides at the first report at or past
+    each rung (grace · rfᵏ below max_t). Trials wait for the driver's answer there and run ahead
+    everywhere else (``reporting``)."""
+    if scheduler_label(plan) == "FIFO":
+        return frozenset()
+    s, max_t = plan.config.scheduler, plan.base["train"]["epochs"]
+    rungs, milestone = set(), s.grace_period
+    while milestone < max_t:
+        rungs.add(math.ceil(milestone))
+        milestone *= s.reduction_factor
+    return frozenset(rungs)
+
+
 def trainable(plan: SweepPlan, trial_base: dict):
     res = plan.config.resources
-    fn = tune.with_parameters(run_trial, trial_base=trial_base)
+    fn = tune.with_parameters(run_trial, trial_base=trial_base, sync_epochs=decision_epochs(plan))
     return tune.with_resources(fn, {"cpu": res.cpu, "gpu": res.gpu})
 
 
