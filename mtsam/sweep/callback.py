@@ -4,16 +4,21 @@ Unlike Ray's stock MLflow callback it is restore-safe: a trial's run is found ag
 ``mtsam.trial_id`` tag under the sweep's parent run, and every epoch is logged once (the run's own
 metric history says which epochs it has — a retried trial re-reports from its checkpoint).
 
-It is also outage-safe: training never waits for MLflow. Every hook becomes an operation in an
-ordered backlog; when the store is unreachable the backlog is kept and retried on the next event,
-and at the end of the sweep for up to ``flush_timeout_s``. What still cannot be delivered then is
-reported in one clear line (the results stay in the Ray experiment directory).
+Training never waits for MLflow. Every hook only appends an operation to an ordered backlog that a
+delivery thread works through; Tune's event loop, and with it every trial blocked in
+``tune.report`` until the driver has handled its result, goes on at once (a sqlite write or an
+HTTP round trip per epoch would otherwise sit on every trial's critical path). When the store is
+unreachable the thread keeps the backlog and retries every ``retry_s``; at the end of the sweep it
+gets up to ``flush_timeout_s`` more. What still cannot be delivered then is reported in one clear
+line (the results stay in the Ray experiment directory).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import sys
+import threading
 import time
 from collections import deque
 
@@ -36,6 +41,7 @@ class MlflowTracker(tune.Callback):
         epochs: int,
         scheduler: str,
         flush_timeout_s: float = 120.0,
+        retry_s: float = 2.0,
     ) -> None:
         self.tracking_uri = tracking_uri
         self.experiment_id = experiment_id
@@ -45,11 +51,16 @@ class MlflowTracker(tune.Callback):
         self.epochs = epochs
         self.scheduler = scheduler
         self.flush_timeout_s = flush_timeout_s
+        self.retry_s = retry_s
         self._reset()
 
     def _reset(self) -> None:
         self._client = None
         self._backlog: deque = deque()  # pending operations, in event order
+        self._wake = threading.Condition()  # guards _backlog and _closing
+        self._closing = False
+        self._deadline = math.inf  # set at the end of the sweep: the last delivery attempt
+        self._thread: threading.Thread | None = None
         self._down_since: float | None = None
         self.undelivered = 0
         self._runs: dict[str, str] = {}  # trial id → run id
@@ -59,7 +70,8 @@ class MlflowTracker(tune.Callback):
     # Pickled into Ray's tuner.pkl: drop the client and caches, they are rebuilt from MLflow.
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        for key in ("_client", "_runs", "_epochs", "_has_model", "_backlog", "_down_since", "undelivered"):
+        transient = ("_client", "_runs", "_epochs", "_has_model", "_backlog", "_wake", "_closing", "_thread")
+        for key in (*transient, "_down_since", "undelivered"):
             state.pop(key, None)
         return state
 
@@ -121,44 +133,57 @@ class MlflowTracker(tune.Callback):
 
     # ------------------------------------------------------------------ backlog
     def _submit(self, operation) -> None:
-        self._backlog.append(operation)
-        self._flush()
+        with self._wake:
+            self._backlog.append(operation)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._deliver, name="mlflow-tracker", daemon=True)
+                self._thread.start()
+            self._wake.notify()
 
-    def _flush(self) -> bool:
-        """Run pending operations in order; stop at the first failure (store unreachable)."""
-        while self._backlog:
+    def _deliver(self) -> None:
+        """The delivery thread: run operations in order; on a failure keep the operation and retry."""
+        while True:
+            with self._wake:
+                while not self._backlog and not self._closing:
+                    self._wake.wait()
+                if not self._backlog:
+                    return
+                operation = self._backlog[0]
             try:
-                self._backlog[0]()
+                operation()
             except Exception as exc:  # noqa: BLE001 - any tracking failure must not stop training
                 if self._down_since is None:
                     self._down_since = time.monotonic()
-                    print(
+                    self._say(
                         f"MLflow unreachable ({type(exc).__name__}); training continues, updates are "
-                        "kept and retried",
-                        file=sys.stderr,
-                        flush=True,
+                        "kept and retried"
                     )
-                return False
-            self._backlog.popleft()
-        if self._down_since is not None:
-            print(
-                f"MLflow reachable again after {time.monotonic() - self._down_since:.0f} s; "
-                "backlog delivered",
-                file=sys.stderr,
-                flush=True,
-            )
-            self._down_since = None
-        return True
+                with self._wake:
+                    if self._closing and time.monotonic() >= self._deadline:
+                        return
+                    self._wake.wait(self.retry_s)
+                continue
+            with self._wake:
+                self._backlog.popleft()
+                self._wake.notify_all()
+            if self._down_since is not None:
+                down = time.monotonic() - self._down_since
+                self._say(f"MLflow reachable again after {down:.0f} s; backlog delivered")
+                self._down_since = None
+
+    @staticmethod
+    def _say(text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
 
     # ------------------------------------------------------------------ Tune hooks
     def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
         self._submit(lambda: self.run_for(trial))
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
-        result = dict(result)
-        self._submit(lambda: self._log_result(trial, result))
+        result, now_ms = dict(result), int(time.time() * 1000)
+        self._submit(lambda: self._log_result(trial, result, now_ms))
 
-    def _log_result(self, trial, result: dict) -> None:
+    def _log_result(self, trial, result: dict, timestamp_ms: int) -> None:
         if "epoch" not in result:
             return
         run_id = self.run_for(trial)
@@ -166,49 +191,48 @@ class MlflowTracker(tune.Callback):
         if run_id not in self._has_model:
             model = tr.model_metrics(result)
             if model:
-                tr.log_metrics(self.client, run_id, model, step=0)
+                tr.log_metrics(self.client, run_id, model, step=0, timestamp_ms=timestamp_ms)
                 self._has_model.add(run_id)
         if epoch in self._epochs[run_id]:
             return  # re-reported after a retry or resume: logged already
-        tr.log_metrics(self.client, run_id, tr.epoch_metrics(result), step=epoch)
+        tr.log_metrics(self.client, run_id, tr.epoch_metrics(result), step=epoch, timestamp_ms=timestamp_ms)
         self._epochs[run_id].add(epoch)
 
+    # Operations read the trial's state when the event happens, not when they are delivered.
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
-        self._submit(lambda: self._complete(trial))
+        epoch = int((trial.last_result or {}).get("epoch", 0))
+        self._submit(lambda: self._complete(trial, epoch))
 
-    def _complete(self, trial) -> None:
-        last = trial.last_result or {}
-        epoch = int(last.get("epoch", 0))
+    def _complete(self, trial, epoch: int) -> None:
         if epoch < self.epochs:
             self._finish(trial, "KILLED", f"early-stopped by {self.scheduler} at epoch {epoch}")
         else:
             self._finish(trial, "FINISHED", None)
 
     def on_trial_recover(self, iteration: int, trials: list, trial, **info) -> None:
-        self._submit(lambda: self._recover(trial))
-
-    def _recover(self, trial) -> None:
-        run_id = self.run_for(trial)
-        reason = tr.trial_error(trial)
-        tr.set_tags(self.client, run_id, {"mtsam.retries": trial.num_failures, "mtsam.last_error": reason})
+        tags = {"mtsam.retries": trial.num_failures, "mtsam.last_error": tr.trial_error(trial)}
+        self._submit(lambda: tr.set_tags(self.client, self.run_for(trial), tags))
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
         reason = tr.trial_error(trial)
         self._submit(lambda: self._finish(trial, "FAILED", reason))
 
     def on_experiment_end(self, trials: list, **info) -> None:
+        self._deadline = time.monotonic() + self.flush_timeout_s
         self._submit(lambda: self._close_running(trials))
-        deadline = time.monotonic() + self.flush_timeout_s
-        while self._backlog and time.monotonic() < deadline:
-            time.sleep(2.0)
-            self._flush()
-        self.undelivered = len(self._backlog)
+        with self._wake:
+            self._closing = True
+            self._wake.notify_all()
+            while self._backlog and time.monotonic() < self._deadline:
+                self._wake.wait(max(0.0, self._deadline - time.monotonic()))
+            self.undelivered = len(self._backlog)
+        self._thread.join(timeout=max(0.0, self._deadline - time.monotonic()) + self.retry_s)
+        with self._wake:  # a later event (none expected) starts a fresh delivery thread
+            self._thread, self._closing, self._deadline = None, False, math.inf
         if self.undelivered:
-            print(
+            self._say(
                 f"error: MLflow store {self.tracking_uri} stayed unreachable: {self.undelivered} tracking "
-                f"updates were not delivered (the per-epoch results remain in the Ray experiment directory)",
-                file=sys.stderr,
-                flush=True,
+                f"updates were not delivered (the per-epoch results remain in the Ray experiment directory)"
             )
 
     def _close_running(self, trials: list) -> None:

@@ -109,10 +109,12 @@ def log_params(mlflow_client, run_id: str, params: Mapping[str, str]) -> None:
         mlflow_client.log_batch(run_id, params=items[i : i + 100])
 
 
-def log_metrics(mlflow_client, run_id: str, metrics: Mapping[str, float], step: int) -> None:
+def log_metrics(
+    mlflow_client, run_id: str, metrics: Mapping[str, float], step: int, timestamp_ms: int | None = None
+) -> None:
     from mlflow.entities import Metric
 
-    now = int(time.time() * 1000)
+    now = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
     items = [Metric(k[:MAX_KEY], float(v), now, step) for k, v in metrics.items()]
     for i in range(0, len(items), 1000):
         mlflow_client.log_batch(run_id, metrics=items[i : i + 1000])
