@@ -347,3 +347,17 @@ def test_wrong_shape_is_named(copy, folder, shape, expected):
     with pytest.raises(DataError, match=str(path)) as info:
         NYUv2(copy, "train")[1]
     assert "×".join(map(str, shape)) in str(info.value) and expected in str(info.value)
+
+
+def test_verify_rereads_only_changed_files(copy, monkeypatch):
+    """A reused Ray actor verifies the same data once; a file that changed since is checked again."""
+    NYUv2(copy, "train").verify()
+    reads = []
+    original = NYUv2._load
+    monkeypatch.setattr(NYUv2, "_load", lambda self, *a, **k: reads.append(a) or original(self, *a, **k))
+    NYUv2(copy, "train").verify()
+    assert reads == []  # unchanged: nothing re-read
+    path = copy / "train" / "depth" / "1.npy"
+    np.save(path, np.ones((10, 10, 1), np.float32))
+    with pytest.raises(DataError, match=str(path)):
+        NYUv2(copy, "train").verify()

@@ -85,3 +85,22 @@ def test_wrong_variant_and_non_sam_files_fail_clearly(sam_ckpt, tmp_path):
         build_mtsam("tiny", TASKS, None, checkpoint=truncated)
     with pytest.raises(CheckpointError, match="file not found"):
         build_mtsam("tiny", TASKS, None, checkpoint=tmp_path / "missing.pth")
+
+
+def test_checkpoint_is_read_once_per_process_until_it_changes(sam_ckpt, tmp_path):
+    """Reused Ray actors build a model per trial: the (memory-mapped) file is read once, and read
+    again when it is replaced."""
+    from mtsam.sam_checkpoint import read_state_dict
+
+    path, sam = sam_ckpt
+    copy = tmp_path / "sam.pth"
+    copy.write_bytes(path.read_bytes())
+    first = read_state_dict(copy)
+    assert read_state_dict(copy) is first
+    changed = {k: v + 1 for k, v in sam.state_dict().items()}
+    torch.save(changed, copy)
+    again = read_state_dict(copy)
+    key = "image_encoder.patch_embed.proj.weight"
+    assert again is not first and torch.equal(again[key], changed[key])
+    model = build_mtsam("tiny", TASKS, None, checkpoint=copy, image_size=64)
+    assert torch.equal(model.image_encoder.patch_embed.proj.weight, changed[key])
