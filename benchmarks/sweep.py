@@ -93,6 +93,7 @@ def efficiency(trials: list[dict], slots: int, command_wall: float) -> dict:
     inside = sum(t["inside_s"] for t in trials)
     phase = max(t["end"] for t in trials) - min(t["start"] for t in trials)
     value = inside / (phase * slots)
+    idle = idle_slots(trials, slots)
     return {
         "value": round(value, 3),
         "target": f">= {TARGET}",
@@ -105,7 +106,9 @@ def efficiency(trials: list[dict], slots: int, command_wall: float) -> dict:
         "trials_phase_wall_s": round(phase, 1),
         "command_wall_s": round(command_wall, 1),
         "slot_occupancy": round(sum(t["total_s"] for t in trials) / (phase * slots), 3),
-        "idle_slot_s": idle_slots(trials, slots),
+        "idle_slot_s": idle,
+        # diagnostic: the same ratio without the end-of-sweep slots that no trial was left to fill
+        "efficiency_without_tail": round(inside / (phase * slots - idle["tail"]), 3),
         "end_to_end_efficiency": round(inside / (command_wall * slots), 3),
         "per_trial_overhead_s": round(sum(t["total_s"] - t["inside_s"] for t in trials) / len(trials), 2),
     }

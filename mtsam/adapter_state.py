@@ -55,17 +55,24 @@ def save_adapter(model: MTSAM, path: str | Path, extra: dict | None = None) -> P
     return atomic_torch_save(adapter_payload(model, extra), path)
 
 
-def read_adapter(path: str | Path) -> dict:
-    """Load and validate an adapter checkpoint without building a model."""
+def load_format(path: str | Path, fmt: str, kind: str) -> dict:
+    """``torch.load(weights_only=True)`` of an MTSAM file whose ``format`` is ``fmt``; errors name
+    the ``kind`` of file ("adapter checkpoint", "training checkpoint") and its path."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"adapter checkpoint {path}: file not found")
+        raise CheckpointError(f"{kind} {path}: file not found")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
-        raise CheckpointError(f"adapter checkpoint {path}: not readable ({type(exc).__name__})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"adapter checkpoint {path}: not an MTSAM adapter checkpoint")
+        raise CheckpointError(f"{kind} {path}: not readable ({type(exc).__name__})") from None
+    if not isinstance(payload, dict) or payload.get("format") != fmt:
+        raise CheckpointError(f"{kind} {path}: not an MTSAM {kind}")
+    return payload
+
+
+def read_adapter(path: str | Path) -> dict:
+    """Load and validate an adapter checkpoint without building a model."""
+    payload = load_format(path, FORMAT, "adapter checkpoint")
     if payload.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(
             f"adapter checkpoint {path}: format version {payload.get('format_version')} "

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader, RandomSampler
 
 from . import factory
-from .adapter_state import atomic_torch_save, load_trainable, save_adapter
+from .adapter_state import atomic_torch_save, load_format, load_trainable, save_adapter
 from .adapters import orthogonality_loss
 from .config import RunConfig, config_to_dict, dump_yaml
 from .errors import CheckpointError, MTSAMError
@@ -313,15 +313,7 @@ class Trainer:
 def read_checkpoint(path: str | Path) -> dict:
     """A training checkpoint as plain data: config, epoch, step, best, history, and the tensors of
     model (trainable only), optimizer, scheduler, weighting and rng. Reads format versions 1 and 2."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"training checkpoint {path}: file not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
-        raise CheckpointError(f"training checkpoint {path}: not readable ({type(exc).__name__})") from None
-    if not isinstance(state, dict) or state.get("format") != TRAIN_FORMAT:
-        raise CheckpointError(f"training checkpoint {path}: not an MTSAM training checkpoint")
+    state = load_format(path, TRAIN_FORMAT, "training checkpoint")
     version = state.get("format_version")
     if version == 1:  # written before packing: already plain
         return {**state, "history": list(state["history"])}
