@@ -1,9 +1,9 @@
-"""Pack the tensors of a nested state into one flat buffer per dtype, and back.
+"""Pack the tensors of a nested state into one flat buffer per dtype (and device), and back.
 
 A training checkpoint holds ~1,000 small tensors (trainable weights, two Adam moments and a step
 per parameter). ``torch.save`` pickles each one as its own storage record, with a Python-level
 call per pickled object: 50–100 ms per epoch on the quickstart model, all of it overhead. Packed,
-the same state saves as one tensor per dtype, a small integer table saying where each tensor
+the same state saves as one CPU tensor per dtype and device, a small integer table saying where each tensor
 lies, and a skeleton of plain containers in which a tensor is the tuple ``(MARK, i)``; it still
 loads with ``torch.load(weights_only=True)``.
 
@@ -22,15 +22,17 @@ MARK = "__tensor__"
 
 def pack(obj: Any) -> dict:
     """``obj`` (dicts, lists and tuples of tensors and plain values) as one packed dict."""
-    parts: dict[torch.dtype, list[torch.Tensor]] = {}
-    dtypes: list[torch.dtype] = []  # per tensor, in visiting order
+    # One group per (dtype, device): a CUDA optimiser state is copied to the host in one transfer.
+    parts: dict[tuple[torch.dtype, torch.device], list[torch.Tensor]] = {}
+    groups: list[tuple[torch.dtype, torch.device]] = []  # per tensor, in visiting order
     ndims: list[int] = []
     dims: list[int] = []
 
     def visit(value: Any) -> Any:
         if isinstance(value, torch.Tensor):
-            parts.setdefault(value.dtype, []).append(value.reshape(-1))
-            dtypes.append(value.dtype)
+            group = (value.dtype, value.device)
+            parts.setdefault(group, []).append(value.reshape(-1))
+            groups.append(group)
             ndims.append(value.dim())
             dims.extend(value.shape)
             return (MARK, len(ndims) - 1)
@@ -42,26 +44,19 @@ def pack(obj: Any) -> dict:
 
     with torch.no_grad():
         skeleton = visit(obj)
-        order = list(parts)
-        buffers = {_name(d): _concat_on_cpu(parts[d]) for d in order}
-    index = {d: i for i, d in enumerate(order)}
+        buffers = {_name(*group): torch.cat(parts[group]).cpu() for group in parts}
+    index = {group: i for i, group in enumerate(parts)}
     layout = {
-        "buffer": torch.tensor([index[d] for d in dtypes], dtype=torch.int64),
+        "buffer": torch.tensor([index[g] for g in groups], dtype=torch.int64),
         "ndim": torch.tensor(ndims, dtype=torch.int64),
         "dims": torch.tensor(dims, dtype=torch.int64),
     }
     return {"skeleton": skeleton, "layout": layout, "buffers": buffers}
 
 
-def _name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
-
-
-def _concat_on_cpu(parts: list[torch.Tensor]) -> torch.Tensor:
-    # One device-to-host copy, not one per tensor, when the state lives on one device (CUDA).
-    if len({part.device for part in parts}) == 1:
-        return torch.cat(parts).cpu()
-    return torch.cat([part.cpu() for part in parts])
+def _name(dtype: torch.dtype, device: torch.device) -> str:
+    name = str(dtype).removeprefix("torch.")
+    return name if device.type == "cpu" else f"{name}@{device}"
 
 
 def unpack(packed: dict) -> Any:

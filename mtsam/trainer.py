@@ -322,5 +322,5 @@ def read_checkpoint(path: str | Path) -> dict:
             f"training checkpoint {path}: format version {version} "
             f"(this MTSAM reads 1 and {TRAIN_FORMAT_VERSION})"
         )
-    tensors = unpack(state.pop("packed"))
-    return {**state, **tensors, "history": json.loads(state.pop("history_json"))}
+    history = json.loads(state.pop("history_json"))
+    return {**state, **unpack(state.pop("packed")), "history": history}
