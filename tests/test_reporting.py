@@ -60,7 +60,7 @@ def test_runs_ahead_keeps_order_and_removes_snapshots(tmp_path):
     reporter.submit({"epoch": 2}, _snapshot(tmp_path, 2))  # waits: one report in flight at most
     assert time.monotonic() - start >= 0.15
     driver.answer("continue")
-    reporter.close()
+    reporter.drain()
     assert driver.received == [1, 2]
     assert not list(tmp_path.glob("ckpt-*"))
 
@@ -71,10 +71,11 @@ def test_a_stop_reaches_the_training_thread_as_system_exit(tmp_path):
     reporter.submit({"epoch": 1}, _snapshot(tmp_path, 1))
     reporter.check()  # nothing known yet: training goes on
     driver.answer("stop")
-    reporter.wait()
     with pytest.raises(SystemExit) as stopped:
-        reporter.check()
+        reporter.drain()
     assert stopped.value.code == 0
+    with pytest.raises(SystemExit):  # and it stays known: every later check stops the trial too
+        reporter.check()
     with pytest.raises(SystemExit):
         reporter.submit({"epoch": 2}, _snapshot(tmp_path, 2))
     assert driver.received == [1]
@@ -86,7 +87,7 @@ def test_reporting_errors_are_raised_in_the_training_thread(tmp_path):
     reporter.submit({"epoch": 1}, _snapshot(tmp_path, 1))
     driver.answer("error")
     with pytest.raises(OSError, match="storage unreachable"):
-        reporter.close()
+        reporter.drain()
 
 
 def test_waits_for_the_answer_where_the_scheduler_decides(tmp_path):

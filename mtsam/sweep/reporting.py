@@ -36,15 +36,13 @@ class BackgroundReporter:
 
     def submit(self, metrics: dict, checkpoint_dir: Path) -> None:
         """Report ``metrics`` with the checkpoint in ``checkpoint_dir`` (removed once persisted)."""
-        self.wait()
-        self.check()
+        self.drain()
         self._thread = threading.Thread(
             target=self._run, args=(metrics, checkpoint_dir), name="tune-report", daemon=True
         )
         self._thread.start()
         if metrics.get("epoch") in self.sync_epochs:
-            self.wait()
-            self.check()
+            self.drain()
 
     def _run(self, metrics: dict, checkpoint_dir: Path) -> None:
         try:
@@ -64,12 +62,9 @@ class BackgroundReporter:
             error, self.error = self.error, None
             raise error
 
-    def wait(self) -> None:
+    def drain(self) -> None:
+        """Wait for the report in flight, then raise what it brought back (a stop or an error)."""
         if self._thread is not None:
             self._thread.join()
             self._thread = None
-
-    def close(self) -> None:
-        """Deliver the report in flight; then a stop (or error) from it wins over how training ended."""
-        self.wait()
         self.check()

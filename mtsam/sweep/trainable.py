@@ -88,6 +88,6 @@ def run_trial(config: dict, trial_base: dict, sync_epochs: frozenset[int] = froz
             diverged.write_text(str(exc))
             raise
         finally:
-            reporter.close()  # the last report reaches Tune first; a stop from Tune wins over an error
+            reporter.drain()  # the last report reaches Tune first; a stop from Tune wins over an error
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
