@@ -71,3 +71,19 @@ def test_kill_driver_then_resume(tiny_sweep, tmp_path, capsys):
     assert states["COMPLETE"] >= SAMPLES and states["RUNNING"] == 0  # the study went on, nothing dangling
     assert main([*map(str, args), "--resume"]) == 2
     assert "already finished" in capsys.readouterr().err
+
+
+def test_refill_checkpoints_restores_folders_tune_deleted_after_its_last_snapshot(tmp_path):
+    """Tune deletes an older checkpoint as soon as a newer one registers but saves its state only
+    every ≥ 10 s: a driver killed in between points at a deleted folder. Resume refills it."""
+    from mtsam.sweep.tuning import refill_checkpoints
+
+    newest = tmp_path / "trial_a" / "checkpoint_000002"
+    newest.mkdir(parents=True)
+    (newest / "checkpoint.pt").write_bytes(b"epoch 3")
+    (tmp_path / "trial_b").mkdir()  # no checkpoint yet: nothing to do
+    created = refill_checkpoints(str(tmp_path))
+    assert sorted(p.name for p in created) == ["checkpoint_000000", "checkpoint_000001"]
+    assert (tmp_path / "trial_a" / "checkpoint_000000" / "checkpoint.pt").read_bytes() == b"epoch 3"
+    assert refill_checkpoints(str(tmp_path)) == []  # nothing missing any more
+    assert refill_checkpoints("s3://bucket/sweep") == []

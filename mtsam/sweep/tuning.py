@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
+import shutil
+from pathlib import Path
 
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
@@ -86,6 +89,30 @@ def trainable(plan: SweepPlan, trial_base: dict):
     return tune.with_resources(fn, {"cpu": res.cpu, "gpu": res.gpu})
 
 
+def refill_checkpoints(exp_path: str) -> list[Path]:
+    """Before a restore: give back every checkpoint folder a trial's newer checkpoint replaced.
+
+    Tune deletes a trial's older checkpoint as soon as it registers a newer one, but saves its own
+    state only every ≥ 10 s; a driver killed in between leaves a state that points at a deleted
+    folder, and that trial could never be restored. Our checkpoints say which epoch they hold, so
+    the missing folder gets the newest one's files (hard links) and the trial resumes from there.
+    Local storage only (a cloud URI has no such folders here). Returns the folders created."""
+    if "://" in exp_path:
+        return []
+    created = []
+    for trial_dir in Path(exp_path).glob("trial_*"):
+        found = sorted(p for p in trial_dir.glob("checkpoint_*") if p.name[11:].isdigit())
+        if not found:
+            continue
+        newest = found[-1]
+        for index in range(int(newest.name[11:])):
+            missing = trial_dir / f"checkpoint_{index:06d}"
+            if not missing.exists():
+                shutil.copytree(newest, missing, copy_function=os.link)
+                created.append(missing)
+    return created
+
+
 def trial_dirname(trial) -> str:
     return f"trial_{trial.trial_id}"  # short and stable (Ray's default embeds every parameter)
 
@@ -95,6 +122,7 @@ def build_tuner(
 ) -> tune.Tuner:
     fn = trainable(plan, trial_base)
     if resume and tune.Tuner.can_restore(plan.exp_path):
+        refill_checkpoints(plan.exp_path)
         # callbacks, searcher (with its Optuna study) and scheduler come back from Tune's state
         return tune.Tuner.restore(plan.exp_path, trainable=fn, resume_errored=True)
     label = scheduler_label(plan)
