@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
@@ -28,6 +29,21 @@ def _storage(plan: SweepPlan):
     return optuna.storages.RDBStorage(plan.study_uri, engine_kwargs={"connect_args": {"timeout": 30}})
 
 
+class ResumableOptunaSearch(OptunaSearch):
+    """OptunaSearch that survives a restore from a lagging Tune state.
+
+    Tune saves its state every ≥ 10 s, but tells Optuna at once: a driver killed right after a trial
+    finished leaves a study that holds the trial COMPLETE and a Tune state that still runs it. The
+    restored trial then reports into a finished Optuna trial, which raises and would end the whole
+    sweep; its values are already in the study, so the report is dropped instead."""
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        from optuna.exceptions import UpdateFinishedTrialError
+
+        with contextlib.suppress(UpdateFinishedTrialError):
+            super().on_trial_result(trial_id, result)
+
+
 def build_searcher(plan: SweepPlan) -> ConcurrencyLimiter:
     import optuna
 
@@ -40,7 +56,7 @@ def build_searcher(plan: SweepPlan) -> ConcurrencyLimiter:
         sampler = optuna.samplers.TPESampler(seed=search.seed, n_startup_trials=max(3, min(10, n // 3)))
         metric, mode = plan.metric, plan.mode
     point = paper_point(plan.config.space, plan.base) if search.paper_point else {}
-    searcher = OptunaSearch(
+    searcher = ResumableOptunaSearch(
         space=SpaceSampler(plan.config.space, plan.base),
         metric=metric,
         mode=mode,
