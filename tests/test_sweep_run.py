@@ -101,6 +101,11 @@ def test_ray_directory_and_best_adapter(tiny_sweep):
         assert all("val/delta_b_task" in r and "model/trainable_params" in r for r in records)
         assert all(r["timestamp"] - 1 <= r["reported_at"] <= r["timestamp"] + 1 for r in records)
         pids |= {r["pid"] for r in records}
+        # keep_checkpoints: 1 (KeepLatestCheckpoints, not Tune's num_to_keep): only the last epoch's
+        # folder is left; no TensorBoard files unless `tensorboard: true`
+        folders = sorted(p.name for p in folder.glob("checkpoint_*"))
+        assert folders == [f"checkpoint_{len(records) - 1:06d}"], folders
+        assert (folder / "progress.csv").is_file() and not list(folder.glob("events.out.tfevents*"))
     # Every stopped trial left its actor within Tune's reset timeout, so 2 processes ran all trials.
     assert len(pids) == 2
     adapter = tiny_sweep.exp_path / "best" / "adapter.pt"

@@ -5,8 +5,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import shutil
-from pathlib import Path
 
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
@@ -17,6 +15,7 @@ from .callback import MlflowTracker
 from .console import Clock
 from .plan import SweepPlan
 from .progress import ProgressPrinter
+from .retention import checkpoint_settings, refill_checkpoints
 from .sampler import SpaceSampler, paper_point
 from .state import SweepState
 from .trainable import run_trial
@@ -105,38 +104,24 @@ def trainable(plan: SweepPlan, trial_base: dict):
     return tune.with_resources(fn, {"cpu": res.cpu, "gpu": res.gpu})
 
 
-def refill_checkpoints(exp_path: str) -> list[Path]:
-    """Before a restore: give back every checkpoint folder a trial's newer checkpoint replaced.
-
-    Tune deletes a trial's older checkpoint as soon as it registers a newer one, but saves its own
-    state only every ≥ 10 s; a driver killed in between leaves a state that points at a deleted
-    folder, and that trial could never be restored. Our checkpoints say which epoch they hold, so
-    the missing folder gets the newest one's files (hard links) and the trial resumes from there.
-    Local storage only (a cloud URI has no such folders here). Returns the folders created."""
-    if "://" in exp_path:
-        return []
-    created = []
-    for trial_dir in Path(exp_path).glob("trial_*"):
-        found = sorted(p for p in trial_dir.glob("checkpoint_*") if p.name[11:].isdigit())
-        if not found:
-            continue
-        newest = found[-1]
-        for index in range(int(newest.name[11:])):
-            missing = trial_dir / f"checkpoint_{index:06d}"
-            if not missing.exists():
-                shutil.copytree(newest, missing, copy_function=os.link)
-                created.append(missing)
-    return created
-
-
 def trial_dirname(trial) -> str:
     return f"trial_{trial.trial_id}"  # short and stable (Ray's default embeds every parameter)
+
+
+def result_loggers(tensorboard: bool) -> list[tune.Callback]:
+    """Tune's per-trial result files: result.json and progress.csv, plus TensorBoard events on request."""
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
+
+    return [JsonLoggerCallback(), CSVLoggerCallback(), *([TBXLoggerCallback()] if tensorboard else [])]
 
 
 def build_tuner(
     plan: SweepPlan, trial_base: dict, state: SweepState, clock: Clock, resume: bool
 ) -> tune.Tuner:
     fn = trainable(plan, trial_base)
+    # Tune's CSV and JSON results are added explicitly below (analysis reads result.json); its
+    # automatic TensorBoard logger cost the driver ~30 ms per result, so it comes only on request.
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     if resume and tune.Tuner.can_restore(plan.exp_path):
         refill_checkpoints(plan.exp_path)
         # callbacks, searcher (with its Optuna study) and scheduler come back from Tune's state
@@ -148,7 +133,9 @@ def build_tuner(
             plan.tracking_uri, state.experiment_id, state.parent_run_id, trial_base, plan.name, epochs, label
         ),
         ProgressPrinter(clock, trial_base, plan.config.search.num_samples, epochs, plan.metric, label),
+        *result_loggers(plan.config.tensorboard),
     ]
+    num_to_keep, retention = checkpoint_settings(plan.config.storage, plan.config.keep_checkpoints)
     single = not plan.pareto
     return tune.Tuner(
         fn,
@@ -164,8 +151,8 @@ def build_tuner(
         run_config=tune.RunConfig(
             name=plan.name,
             storage_path=plan.config.storage,
-            callbacks=callbacks,
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=plan.config.keep_checkpoints),
+            callbacks=callbacks + retention,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=num_to_keep),
             failure_config=tune.FailureConfig(max_failures=plan.config.max_failures),
             verbose=0,
         ),
