@@ -117,38 +117,3 @@ def test_restored_trial_may_report_into_a_finished_study_trial(tmp_path):
             search.on_trial_result("t1", {"score": 0.5, "training_iteration": 2})
         study = optuna.load_study(study_name=cls.__name__, storage=storage)
         assert [t.state.name for t in study.trials] == ["COMPLETE"]
-
-
-def test_keep_latest_checkpoints_deletes_older_folders_on_storage(tmp_path):
-    """Local storage: our callback keeps the newest `keep` folders per trial (Tune's num_to_keep would
-    force an experiment snapshot per checkpoint); cloud storage keeps Tune's own retention."""
-    from ray import tune
-
-    from mtsam.sweep.retention import KeepLatestCheckpoints, checkpoint_settings
-
-    class Trial:
-        def __init__(self, trial_id):
-            self.trial_id = trial_id
-
-    def checkpoint(trial: str, index: int) -> tune.Checkpoint:
-        folder = tmp_path / trial / f"checkpoint_{index:06d}"
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "checkpoint.pt").write_bytes(b"x")
-        return tune.Checkpoint.from_directory(str(folder))
-
-    keep = KeepLatestCheckpoints(2)
-    a, b = Trial("a"), Trial("b")
-    for index in range(4):
-        keep.on_checkpoint(iteration=index, trials=[a, b], trial=a, checkpoint=checkpoint("a", index))
-    keep.on_checkpoint(iteration=4, trials=[a, b], trial=b, checkpoint=checkpoint("b", 0))
-    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["checkpoint_000002", "checkpoint_000003"]
-    assert [p.name for p in (tmp_path / "b").iterdir()] == ["checkpoint_000000"]
-    # a restored trial writing into a folder it registered before: the folder is not deleted
-    again = KeepLatestCheckpoints(1)
-    for _ in range(2):
-        again.on_checkpoint(iteration=5, trials=[a], trial=a, checkpoint=checkpoint("a", 3))
-    assert (tmp_path / "a" / "checkpoint_000003" / "checkpoint.pt").is_file()
-
-    assert checkpoint_settings(str(tmp_path), 2)[0] is None
-    assert isinstance(checkpoint_settings(str(tmp_path), 2)[1][0], KeepLatestCheckpoints)
-    assert checkpoint_settings("s3://bucket/runs", 2) == (2, [])

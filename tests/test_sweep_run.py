@@ -101,8 +101,8 @@ def test_ray_directory_and_best_adapter(tiny_sweep):
         assert all("val/delta_b_task" in r and "model/trainable_params" in r for r in records)
         assert all(r["timestamp"] - 1 <= r["reported_at"] <= r["timestamp"] + 1 for r in records)
         pids |= {r["pid"] for r in records}
-        # keep_checkpoints: 1 (KeepLatestCheckpoints, not Tune's num_to_keep): only the last epoch's
-        # folder is left; no TensorBoard files unless `tensorboard: true`
+        # keep_checkpoints: 1 leaves only the last epoch's folder; no TensorBoard files unless
+        # `tensorboard: true`
         folders = sorted(p.name for p in folder.glob("checkpoint_*"))
         assert folders == [f"checkpoint_{len(records) - 1:06d}"], folders
         assert (folder / "progress.csv").is_file() and not list(folder.glob("events.out.tfevents*"))

@@ -15,7 +15,7 @@ from .callback import MlflowTracker
 from .console import Clock
 from .plan import SweepPlan
 from .progress import ProgressPrinter
-from .retention import checkpoint_settings, refill_checkpoints
+from .retention import refill_checkpoints
 from .sampler import SpaceSampler, paper_point
 from .state import SweepState
 from .trainable import run_trial
@@ -135,7 +135,6 @@ def build_tuner(
         ProgressPrinter(clock, trial_base, plan.config.search.num_samples, epochs, plan.metric, label),
         *result_loggers(plan.config.tensorboard),
     ]
-    num_to_keep, retention = checkpoint_settings(plan.config.storage, plan.config.keep_checkpoints)
     single = not plan.pareto
     return tune.Tuner(
         fn,
@@ -151,8 +150,8 @@ def build_tuner(
         run_config=tune.RunConfig(
             name=plan.name,
             storage_path=plan.config.storage,
-            callbacks=callbacks + retention,
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=num_to_keep),
+            callbacks=callbacks,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=plan.config.keep_checkpoints),
             failure_config=tune.FailureConfig(max_failures=plan.config.max_failures),
             verbose=0,
         ),
