@@ -58,14 +58,18 @@ class Trainer:
         resume_from: str | Path | None = None,
         progress: bool = False,
         interrupt: Callable[[], None] | None = None,
+        write_checkpoint: Callable[[dict, Path], object] | None = None,
     ) -> None:
         """``interrupt`` is called between optimiser steps and evaluation batches; whatever it
-        raises ends the run there (a sweep's trial leaves at once when Tune stops it)."""
+        raises ends the run there (a sweep's trial leaves at once when Tune stops it).
+        ``write_checkpoint(payload, path)`` writes each epoch's training checkpoint (default: at
+        once, atomically); the payload already holds copies, so a caller may write it later."""
         self.config = config
         self.run_dir = Path(run_dir).resolve()
         self.callbacks = list(callbacks or [])
         self.progress = progress
         self.interrupt = interrupt or (lambda: None)
+        self.write_checkpoint = write_checkpoint or atomic_torch_save
         self.device = pick_device(config.train.device)
         torch.manual_seed(config.train.seed)
         self.model = factory.build_model(config).to(self.device)
@@ -288,7 +292,8 @@ class Trainer:
             "packed": pack(tensors),  # copies: later steps do not change what is written
         }
         self.faults.maybe_disk_full(self.epoch, self.run_dir / CHECKPOINT)
-        return atomic_torch_save(payload, self.run_dir / CHECKPOINT)
+        self.write_checkpoint(payload, self.run_dir / CHECKPOINT)
+        return self.run_dir / CHECKPOINT
 
     def load_checkpoint(self, path: str | Path) -> None:
         path = Path(path)

@@ -90,6 +90,38 @@ def test_reporting_errors_are_raised_in_the_training_thread(tmp_path):
         reporter.drain()
 
 
+def test_prepare_writes_the_checkpoint_in_the_reporter_thread_before_the_report(tmp_path):
+    """The trainable hands the epoch's checkpoint write to the reporter: it runs off the training
+    thread, before Tune sees the folder; a failed write (disk full) reaches the training thread."""
+    driver = Driver()
+    seen = {}
+
+    def report(metrics, checkpoint):
+        seen["file"] = (tmp_path / "ckpt-1" / "checkpoint.pt").read_text()
+        driver.report(metrics, checkpoint)
+
+    def write():
+        seen["thread"] = threading.current_thread().name
+        (tmp_path / "ckpt-1" / "checkpoint.pt").write_text("epoch 1")
+
+    reporter = BackgroundReporter(report=report)
+    folder = tmp_path / "ckpt-1"
+    folder.mkdir()
+    reporter.submit({"epoch": 1}, folder, prepare=write)
+    driver.answer("continue")
+    reporter.drain()
+    assert seen == {"thread": "tune-report", "file": "epoch 1"} and driver.received == [1]
+
+    def disk_full():
+        raise OSError(28, "No space left on device")
+
+    reporter.submit({"epoch": 2}, _snapshot(tmp_path, 2), prepare=disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        reporter.drain()
+    assert driver.received == [1]  # nothing reported without its checkpoint
+    assert not list(tmp_path.glob("ckpt-*"))
+
+
 def test_waits_for_the_answer_where_the_scheduler_decides(tmp_path):
     driver = Driver()
     reporter = BackgroundReporter(sync_epochs={2}, report=driver.report)

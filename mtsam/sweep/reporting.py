@@ -34,18 +34,21 @@ class BackgroundReporter:
         self.stopped = False  # Tune asked this trial to stop
         self.error: BaseException | None = None
 
-    def submit(self, metrics: dict, checkpoint_dir: Path) -> None:
-        """Report ``metrics`` with the checkpoint in ``checkpoint_dir`` (removed once persisted)."""
+    def submit(self, metrics: dict, checkpoint_dir: Path, prepare: Callable[[], None] | None = None) -> None:
+        """Report ``metrics`` with the checkpoint in ``checkpoint_dir`` (removed once persisted);
+        ``prepare`` runs first in the same thread (it writes the checkpoint's files)."""
         self.drain()
         self._thread = threading.Thread(
-            target=self._run, args=(metrics, checkpoint_dir), name="tune-report", daemon=True
+            target=self._run, args=(metrics, checkpoint_dir, prepare), name="tune-report", daemon=True
         )
         self._thread.start()
         if metrics.get("epoch") in self.sync_epochs:
             self.drain()
 
-    def _run(self, metrics: dict, checkpoint_dir: Path) -> None:
+    def _run(self, metrics: dict, checkpoint_dir: Path, prepare: Callable[[], None] | None) -> None:
         try:
+            if prepare is not None:
+                prepare()
             self._report(metrics, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
         except SystemExit:
             self.stopped = True
