@@ -20,7 +20,8 @@ from mtsam.config import validate_config
 from .reporting import BackgroundReporter
 from .sampler import apply_params, flatten
 
-CHECKPOINT_FILES = ("checkpoint.pt", "best_adapter.pt")
+TRAIN_CHECKPOINT, BEST_ADAPTER = "checkpoint.pt", "best_adapter.pt"
+CHECKPOINT_FILES = (TRAIN_CHECKPOINT, BEST_ADAPTER)
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -79,15 +80,14 @@ def run_trial(config: dict, trial_base: dict, sync_epochs: frozenset[int] = froz
         def report(record: dict, trainer) -> None:
             # A snapshot of this epoch's files: the trainer replaces them while the report is in flight.
             snapshot = Path(tempfile.mkdtemp(prefix="ckpt-", dir=run_dir))
-            for name in CHECKPOINT_FILES[1:]:  # best_adapter.pt, written at once when it improves
-                if (run_dir / name).is_file():
-                    _link_or_copy(run_dir / name, snapshot / name)
+            if (run_dir / BEST_ADAPTER).is_file():  # written by the trainer when the metric improves
+                _link_or_copy(run_dir / BEST_ADAPTER, snapshot / BEST_ADAPTER)
             payload = pending.pop("payload")
             # Ray's own "timestamp" is whole seconds; timelines (benchmarks, analysis) need better.
             reporter.submit(
                 {**record, **extra, "node_id": node_id, "reported_at": time.time()},
                 snapshot,
-                prepare=lambda: atomic_torch_save(payload, snapshot / CHECKPOINT_FILES[0]),
+                prepare=lambda: atomic_torch_save(payload, snapshot / TRAIN_CHECKPOINT),
             )
 
         trainer = Trainer(
