@@ -270,7 +270,7 @@ class Trainer:
         }
 
     # ------------------------------------------------------------------ checkpoints
-    def save_checkpoint(self) -> Path:
+    def save_checkpoint(self) -> None:
         tensors = {
             "model": {n: p for n, p in self.model.named_parameters() if p.requires_grad},
             "optimizer": self.optimizer.state_dict(),
@@ -293,7 +293,6 @@ class Trainer:
         }
         self.faults.maybe_disk_full(self.epoch, self.run_dir / CHECKPOINT)
         self.write_checkpoint(payload, self.run_dir / CHECKPOINT)
-        return self.run_dir / CHECKPOINT
 
     def load_checkpoint(self, path: str | Path) -> None:
         path = Path(path)

@@ -77,7 +77,7 @@ def test_kill_driver_then_resume(tiny_sweep, tmp_path, capsys):
 def test_refill_checkpoints_restores_folders_tune_deleted_after_its_last_snapshot(tmp_path):
     """Tune deletes an older checkpoint as soon as a newer one registers but saves its state only
     every ≥ 10 s: a driver killed in between points at a deleted folder. Resume refills it."""
-    from mtsam.sweep.retention import refill_checkpoints
+    from mtsam.sweep.tuning import refill_checkpoints
 
     newest = tmp_path / "trial_a" / "checkpoint_000002"
     newest.mkdir(parents=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import shutil
+from pathlib import Path
 
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
@@ -15,7 +17,6 @@ from .callback import MlflowTracker
 from .console import Clock
 from .plan import SweepPlan
 from .progress import ProgressPrinter
-from .retention import refill_checkpoints
 from .sampler import SpaceSampler, paper_point
 from .state import SweepState
 from .trainable import run_trial
@@ -102,6 +103,31 @@ def trainable(plan: SweepPlan, trial_base: dict):
     res = plan.config.resources
     fn = tune.with_parameters(run_trial, trial_base=trial_base, sync_epochs=decision_epochs(plan))
     return tune.with_resources(fn, {"cpu": res.cpu, "gpu": res.gpu})
+
+
+def refill_checkpoints(exp_path: str) -> list[Path]:
+    """Before a restore: give back every checkpoint folder a trial's newer checkpoint replaced.
+
+    Tune deletes a trial's older checkpoint folder as soon as a newer one registers but saves its
+    own state, which names the folder to restore from, a moment later; a driver killed in between
+    leaves a state pointing at a deleted folder, and that trial could never be restored. Our
+    checkpoints say which epoch they hold, so the missing folder gets the newest one's files (hard
+    links) and the trial resumes from there.
+    Local storage only (a cloud URI has no such folders here). Returns the folders created."""
+    if "://" in exp_path:
+        return []
+    created = []
+    for trial_dir in Path(exp_path).glob("trial_*"):
+        found = sorted(p for p in trial_dir.glob("checkpoint_*") if p.name[11:].isdigit())
+        if not found:
+            continue
+        newest = found[-1]
+        for index in range(int(newest.name[11:])):
+            missing = trial_dir / f"checkpoint_{index:06d}"
+            if not missing.exists():
+                shutil.copytree(newest, missing, copy_function=os.link)
+                created.append(missing)
+    return created
 
 
 def trial_dirname(trial) -> str:
