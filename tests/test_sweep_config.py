@@ -217,3 +217,27 @@ def test_cluster_configs_pass_ray_schema(name):
     for needed in ("--dashboard-host=127.0.0.1", "--host 127.0.0.1", "RAY_AUTH_MODE=token"):
         assert needed in text
     assert "0.0.0.0" not in text
+
+
+def test_study_file_is_a_journal_and_an_older_sqlite_study_is_kept(tmp_path):
+    """New sweeps keep the Optuna study in a journal file; a sweep started with sqlite resumes on it."""
+    from mtsam.sweep.study import dashboard_location, study_file, study_storage, tidy_study
+
+    journal = study_file(tmp_path)
+    assert journal.name == "optuna.journal" and dashboard_location(journal) == str(journal)
+    study = optuna.create_study(study_name="s", storage=study_storage(journal))
+    study.ask()  # left RUNNING, as by a killed driver
+    study.tell(study.ask(), 1.0)
+    tidy_study(journal, "s")
+    reread = optuna.load_study(study_name="s", storage=study_storage(journal))  # replays the file
+    assert [t.state.name for t in reread.trials] == ["FAIL", "COMPLETE"]
+
+    older = tmp_path / "older"
+    older.mkdir()
+    sqlite = optuna.create_study(study_name="s", storage=f"sqlite:///{older / 'optuna.db'}")
+    sqlite.tell(sqlite.ask(), 2.0)
+    assert study_file(older) == older / "optuna.db"
+    assert dashboard_location(study_file(older)) == f"sqlite:///{older / 'optuna.db'}"
+    assert isinstance(study_storage(study_file(older)), optuna.storages.RDBStorage)
+    kept = optuna.load_study(study_name="s", storage=study_storage(study_file(older)))
+    assert [t.value for t in kept.trials] == [2.0]

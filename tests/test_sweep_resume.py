@@ -12,6 +12,7 @@ from conftest import kill_group, run_search, start_search
 from mlflow import MlflowClient
 
 from mtsam.sweep.cli import main
+from mtsam.sweep.study import study_storage
 
 NAME, SAMPLES = "tiny-resume", 4
 
@@ -67,7 +68,8 @@ def test_kill_driver_then_resume(tiny_sweep, tmp_path, capsys):
         if run.data.tags.get("mtsam.role") == "orphan":
             assert run.info.status == "KILLED"
 
-    study = optuna.load_study(study_name=NAME, storage=f"sqlite:///{tiny_sweep.storage / NAME / 'optuna.db'}")
+    journal = tiny_sweep.storage / NAME / "optuna.journal"
+    study = optuna.load_study(study_name=NAME, storage=study_storage(journal))
     states = collections.Counter(t.state.name for t in study.trials)
     assert states["COMPLETE"] >= SAMPLES and states["RUNNING"] == 0  # the study went on, nothing dangling
     assert main([*map(str, args), "--resume"]) == 2
@@ -92,19 +94,19 @@ def test_refill_checkpoints_restores_folders_tune_deleted_after_its_last_snapsho
 
 def test_restored_trial_may_report_into_a_finished_study_trial(tmp_path):
     """The driver told Optuna a trial finished, then died before Tune saved its state: the restored
-    trial's reports must not end the sweep (real Optuna sqlite storage, real OptunaSearch)."""
+    trial's reports must not end the sweep (the sweep's real Optuna storage, real OptunaSearch)."""
     from optuna.exceptions import UpdateFinishedTrialError
     from ray.tune.search.optuna import OptunaSearch
 
     from mtsam.sweep.tuning import ResumableOptunaSearch
 
-    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    path = tmp_path / "optuna.journal"
     for cls, fails in ((OptunaSearch, True), (ResumableOptunaSearch, False)):
         search = cls(
             space={"x": __import__("ray").tune.uniform(0, 1)},
             metric="score",
             mode="max",
-            storage=optuna.storages.RDBStorage(storage),
+            storage=study_storage(path),
             study_name=cls.__name__,
         )
         assert search.suggest("t1") is not None
@@ -115,5 +117,5 @@ def test_restored_trial_may_report_into_a_finished_study_trial(tmp_path):
                 search.on_trial_result("t1", {"score": 0.5, "training_iteration": 2})
         else:
             search.on_trial_result("t1", {"score": 0.5, "training_iteration": 2})
-        study = optuna.load_study(study_name=cls.__name__, storage=storage)
+        study = optuna.load_study(study_name=cls.__name__, storage=study_storage(path))
         assert [t.state.name for t in study.trials] == ["COMPLETE"]

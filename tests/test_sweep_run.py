@@ -13,6 +13,8 @@ import torch
 from conftest import REPO, run_search
 from mlflow import MlflowClient
 
+from mtsam.sweep.study import study_storage
+
 PARENT, ROLE = "mlflow.parentRunId", "mtsam.role"
 NAME_PATTERN = re.compile(r"tora-r\d+\.\d+\.\d+-(fixed|dwa)-lr[0-9.e-]+-\w{5}")
 
@@ -79,9 +81,9 @@ def test_baselines_are_tagged_runs(tiny_sweep, tmp_path):
 
 
 def test_optuna_study_holds_the_trials(tiny_sweep):
-    study_path = tiny_sweep.exp_path / "optuna.db"
-    assert study_path.is_file()
-    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{study_path}")
+    study_path = tiny_sweep.exp_path / "optuna.journal"
+    assert study_path.is_file() and not (tiny_sweep.exp_path / "optuna.db").exists()
+    study = optuna.load_study(study_name="tiny", storage=study_storage(study_path))
     assert len(study.trials) == tiny_sweep.num_samples
     first = study.trials[0].params  # the paper's setting is evaluated first
     assert (first["adapter/ranks/r1"], first["adapter/ranks/r2"], first["adapter/ranks/r3"]) == (32, 32, 4)
@@ -146,7 +148,7 @@ def test_multi_objective_pareto_set(tiny_sweep, pareto_sweep, tmp_path):
         Path(client.download_artifacts(parent.info.run_id, "summary.json", str(tmp_path))).read_text()
     )
     assert summary["pareto"] and set(summary["pareto"]) <= {t["trial_id"] for t in summary["trials"]}
-    storage = f"sqlite:///{tiny_sweep.storage / 'tiny-pareto' / 'optuna.db'}"
+    storage = study_storage(tiny_sweep.storage / "tiny-pareto" / "optuna.journal")
     study = optuna.load_study(study_name="tiny-pareto", storage=storage)
     assert len(study.directions) == 2 and study.best_trials
     children = [r for r in runs if r.data.tags.get(PARENT) == parent.info.run_id]

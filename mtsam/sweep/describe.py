@@ -61,7 +61,7 @@ def describe_plan(plan: SweepPlan) -> str:
     lines += [
         f"  results:    Ray {plan.exp_path}",
         f"              MLflow {plan.tracking_uri} (experiment '{plan.name}')",
-        f"              Optuna {plan.study_uri} (study '{plan.name}')",
+        f"              Optuna {plan.study_location} (study '{plan.name}')",
         f"  retries:    {cfg.max_failures} per trial from its last checkpoint",
     ]
     return "\n".join(lines)

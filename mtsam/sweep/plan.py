@@ -18,6 +18,7 @@ from mtsam.errors import CheckpointError, ConfigError
 
 from .config import SweepConfig
 from .sampler import apply_params, corner_points
+from .study import dashboard_location, study_file
 
 PARAMS_METRIC = "model/trainable_params"
 
@@ -28,7 +29,7 @@ class SweepPlan:
     config_file: str | None
     base: dict  # the full base run config (no baseline yet)
     exp_path: str  # Ray experiment directory: <storage>/<name> (path or URI)
-    state_dir: Path  # local: sweep.yaml, state.json, optuna.db, best/
+    state_dir: Path  # local: sweep.yaml, state.json, optuna.journal, best/
     tracking_uri: str
     metric: str  # single objective (also ASHA's and the trainer's best-epoch selection)
     mode: str
@@ -45,11 +46,11 @@ class SweepPlan:
 
     @property
     def study_path(self) -> Path:
-        return self.state_dir / "optuna.db"
+        return study_file(self.state_dir)  # the journal, or an older sweep's sqlite file
 
     @property
-    def study_uri(self) -> str:
-        return f"sqlite:///{self.study_path}"
+    def study_location(self) -> str:
+        return dashboard_location(self.study_path)  # what optuna-dashboard takes
 
     def resolved_dict(self) -> dict:
         return self.config.model_dump(mode="json")

@@ -165,5 +165,5 @@ def summary_text(result, plan: SweepPlan) -> str:
         f"analysis:      python -m analysis.report --tracking-uri {uri} --experiment {result.name} "
         f"--out {report_dir}"
     )
-    out.append(f"Optuna study:  optuna-dashboard {result.study_uri}")
+    out.append(f"Optuna study:  optuna-dashboard {result.study_location}")
     return "\n".join(out)

@@ -30,7 +30,7 @@ class SweepResult:
     experiment_id: str
     parent_run_id: str
     exp_path: str
-    study_uri: str
+    study_location: str
     rows: list[dict] = field(default_factory=list)  # one per trial, best first (see report.trial_rows)
     pareto: list[dict] = field(default_factory=list)
     best_adapter: str | None = None
@@ -195,7 +195,8 @@ def _channels(base: dict) -> dict[str, int]:
 def run_sweep(plan: SweepPlan, resume: bool = False, address: str | None = None) -> SweepResult:
     """Run the whole sweep (``preflight`` first); the parent run ends FINISHED, FAILED or KILLED."""
     from . import report
-    from .tuning import build_tuner, tidy_study
+    from .study import tidy_study
+    from .tuning import build_tuner
 
     _quiet()
     clock = Clock()
@@ -249,7 +250,7 @@ def run_sweep(plan: SweepPlan, resume: bool = False, address: str | None = None)
             state.experiment_id,
             state.parent_run_id,
             plan.exp_path,
-            plan.study_uri,
+            plan.study_location,
             rows=rows,
             baseline=baseline_json or None,
         )
@@ -259,7 +260,7 @@ def run_sweep(plan: SweepPlan, resume: bool = False, address: str | None = None)
             result.pareto = report.pareto_front(rows, plan)
         result.best_adapter = report.save_best(rows, plan, client, state.parent_run_id)
         _log_summary(client, state.parent_run_id, result)
-        tidy_study(plan)
+        tidy_study(plan.study_path, plan.name)
         status = "FINISHED"
         state.status = "finished"
         state.save(plan.state_dir)

@@ -1,7 +1,7 @@
 """The sweep's own files in its state directory (next to Ray's experiment files for local storage).
 
 ``sweep.yaml``: the resolved config (``--resume`` must match it); ``state.json``: MLflow parent run,
-experiment id and status; ``optuna.db``: the Optuna study; ``best/``: the best adapter and config.
+experiment id and status; ``optuna.journal``: the Optuna study; ``best/``: the best adapter and config.
 """
 
 from __future__ import annotations

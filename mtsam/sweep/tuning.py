@@ -19,14 +19,8 @@ from .plan import SweepPlan
 from .progress import ProgressPrinter
 from .sampler import SpaceSampler, paper_point
 from .state import SweepState
+from .study import study_storage
 from .trainable import run_trial
-
-
-def _storage(plan: SweepPlan):
-    import optuna
-
-    # sqlite waits on a lock instead of failing when optuna-dashboard reads the study meanwhile
-    return optuna.storages.RDBStorage(plan.study_uri, engine_kwargs={"connect_args": {"timeout": 30}})
 
 
 class ResumableOptunaSearch(OptunaSearch):
@@ -63,7 +57,7 @@ def build_searcher(plan: SweepPlan) -> ConcurrencyLimiter:
         points_to_evaluate=[point] if point else None,
         sampler=sampler,
         study_name=plan.name,
-        storage=_storage(plan),
+        storage=study_storage(plan.study_path),
     )
     return ConcurrencyLimiter(searcher, max_concurrent=search.max_concurrent)
 
@@ -182,14 +176,3 @@ def build_tuner(
             verbose=0,
         ),
     )
-
-
-def tidy_study(plan: SweepPlan) -> None:
-    """Mark study trials left RUNNING by a killed driver as FAIL (asked, but never told)."""
-    import optuna
-    from optuna.trial import TrialState
-
-    storage = _storage(plan)
-    study = optuna.load_study(study_name=plan.name, storage=storage)
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)

@@ -1,0 +1,49 @@
+"""The sweep's Optuna study: which file holds it, how to open it, and tidying it after a run.
+
+New sweeps keep the study in an append-only journal file (``optuna.journal``). The driver asks the
+study for every new trial's values and tells it every result, mostly while a trial waits for the
+driver's answer; a journal takes ~5 ms per suggestion where sqlite took 30–50 ms on a 2-core
+machine, and a journal file is Optuna's documented choice for NFS, where sqlite's locks are not
+safe. A sweep started by an earlier version keeps its sqlite ``optuna.db``, so it still resumes.
+Both open in ``optuna-dashboard`` (a journal by its path, sqlite by its URL).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+STUDY_JOURNAL, LEGACY_STUDY = "optuna.journal", "optuna.db"
+
+
+def study_file(state_dir: Path) -> Path:
+    legacy = state_dir / LEGACY_STUDY
+    return legacy if legacy.is_file() else state_dir / STUDY_JOURNAL
+
+
+def dashboard_location(path: Path) -> str:
+    """What ``optuna-dashboard`` takes for this study file."""
+    return f"sqlite:///{path}" if path.suffix == ".db" else str(path)
+
+
+def study_storage(path: Path):
+    """The Optuna storage of a study file: a journal, or sqlite for a ``.db`` file."""
+    import optuna
+
+    if path.suffix == ".db":
+        # sqlite waits on a lock instead of failing when optuna-dashboard reads the study meanwhile
+        url = dashboard_location(path)
+        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 30}})
+    from optuna.storages.journal import JournalFileBackend
+
+    return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+
+
+def tidy_study(path: Path, name: str) -> None:
+    """Mark study trials left RUNNING by a killed driver as FAIL (asked, but never told)."""
+    import optuna
+    from optuna.trial import TrialState
+
+    storage = study_storage(path)
+    study = optuna.load_study(study_name=name, storage=storage)
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
