@@ -114,10 +114,44 @@ def efficiency(trials: list[dict], slots: int, command_wall: float) -> dict:
     }
 
 
+def command_phases(tracking_uri: str, trials: list[dict], start: float, end: float) -> dict:
+    """Where the whole command's wall time goes (seconds), from the MLflow store the sweep wrote and
+    the trials' results, all on this machine's clock:
+    - ``startup``: imports, Ray start, the MLflow store (schema migrations) until the parent run opens;
+    - ``baselines``: the single-task runs trained and logged by this command (none when cached);
+    - ``trial_workers_start``: Tune and the Optuna study set up, the trial actors start (import
+      torch) until the first trial trains;
+    - ``trials_phase``: what p4 is measured over;
+    - ``end``: the last results through the driver, the report, MLflow runs closed, Ray shut down
+      (``mlflow_after_last_report``: how long after the last report the last trial run closed)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()], max_results=5000)
+    by_role: dict[str, list] = {}
+    for run in runs:
+        if run.info.start_time / 1000 >= start:  # opened by this command
+            by_role.setdefault(run.data.tags.get("mtsam.role"), []).append(run.info)
+    ends = {role: [r.end_time / 1000 for r in infos if r.end_time] for role, infos in by_role.items()}
+    opened = min((r.start_time / 1000 for r in by_role.get("sweep", [])), default=start)
+    baselines_done = max(ends.get("baseline", []), default=opened)
+    first, last = min(t["start"] for t in trials), max(t["end"] for t in trials)
+    closed = ends.get("trial", [])
+    phases = {
+        "startup": opened - start,
+        "baselines": baselines_done - opened,
+        "trial_workers_start": first - baselines_done,
+        "trials_phase": last - first,
+        "end": end - last,
+        "mlflow_after_last_report": max(closed, default=last) - last,
+    }
+    return {k: round(v, 1) for k, v in phases.items()}
+
+
 def run_once(args, overrides: list[str], storage: Path) -> dict:
     cmd = [sys.executable, str(ROOT / "tune" / "search.py"), "--storage", str(storage), "--name", NAME]
     cmd += [f"--set={o}" for o in overrides]
-    start = time.perf_counter()
+    start, clock = time.perf_counter(), time.time()
     try:
         proc = subprocess.run(cmd, cwd=storage, capture_output=True, text=True, timeout=args.sweep_timeout)
     except subprocess.TimeoutExpired:
@@ -129,7 +163,10 @@ def run_once(args, overrides: list[str], storage: Path) -> dict:
     trials = read_trials(storage / NAME)
     if not trials:
         return _unavailable("sweep finished but no trial result.json was found")
-    return efficiency(trials, concurrency(overrides), wall)
+    result = efficiency(trials, concurrency(overrides), wall)
+    store = f"sqlite:///{storage / 'mlflow.db'}"  # the quickstart's default tracking store
+    result["command_phases_s"] = command_phases(store, trials, clock, clock + wall)
+    return result
 
 
 def bench_p4(args) -> dict:

@@ -174,3 +174,37 @@ def test_sweep_efficiency_from_trial_results(tmp_path):
     assert result["trials"] == 3 and result["per_trial_overhead_s"] == round(7 / 3, 2)
     # a: 100–115, b: 101–111, c: 112–122 → one slot idle 100–101, 111–112 and 115–122
     assert result["idle_slot_s"] == {"head": 1.0, "between": 1.0, "tail": 7.0}
+
+
+def test_command_phases_from_the_mlflow_store(tmp_path):
+    """p4's breakdown of the whole command, read from a real MLflow store the way a sweep leaves it."""
+    from mlflow import MlflowClient
+
+    from benchmarks.sweep import command_phases
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("bench-p4")
+    t0 = 1_700_000_000.0  # the command starts
+
+    def run(role, start, end=None):
+        info = client.create_run(exp, start_time=int(start * 1000), tags={"mtsam.role": role}).info
+        if end is not None:
+            client.set_terminated(info.run_id, end_time=int(end * 1000))
+
+    run("baseline", t0 - 50, t0 - 40)  # cached by an earlier command: not this command's time
+    run("sweep", t0 + 5)
+    run("baseline", t0 + 9, t0 + 9.1)  # logged as each single-task run finishes
+    run("baseline", t0 + 11, t0 + 11.1)
+    run("trial", t0 + 17, t0 + 20.5)
+    run("trial", t0 + 17, t0 + 26.4)
+    trials = [{"start": t0 + 17.0, "end": t0 + 20.0}, {"start": t0 + 17.2, "end": t0 + 26.0}]
+    phases = command_phases(uri, trials, t0, t0 + 31)
+    assert phases == {
+        "startup": 5.0,
+        "baselines": 6.1,
+        "trial_workers_start": 5.9,
+        "trials_phase": 9.0,
+        "end": 5.0,
+        "mlflow_after_last_report": 0.4,
+    }
