@@ -2,10 +2,11 @@
 
 New sweeps keep the study in an append-only journal file (``optuna.journal``). The driver asks the
 study for every new trial's values and tells it every result, mostly while a trial waits for the
-driver's answer; a journal takes ~5 ms per suggestion where sqlite took 30–50 ms on a 2-core
-machine, and a journal file is Optuna's documented choice for NFS, where sqlite's locks are not
-safe. A sweep started by an earlier version keeps its sqlite ``optuna.db``, so it still resumes.
-Both open in ``optuna-dashboard`` (a journal by its path, sqlite by its URL).
+driver's answer. On a 2-core machine a new trial's values took 17 ms with the journal against 46 ms
+with sqlite (one transaction per suggested value), a finished trial 2.7 against 9.8 ms. A journal
+file is also Optuna's documented choice for NFS, where sqlite's locks are not safe. A sweep
+started by an earlier version keeps its sqlite ``optuna.db``, so it still resumes. Both open in
+``optuna-dashboard`` (a journal by its path, sqlite by its URL).
 """
 
 from __future__ import annotations
