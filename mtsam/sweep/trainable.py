@@ -20,9 +20,6 @@ from mtsam.config import validate_config
 from .reporting import BackgroundReporter
 from .sampler import apply_params, flatten
 
-TRAIN_CHECKPOINT, BEST_ADAPTER = "checkpoint.pt", "best_adapter.pt"
-CHECKPOINT_FILES = (TRAIN_CHECKPOINT, BEST_ADAPTER)
-
 
 def _link_or_copy(src: Path, dst: Path) -> None:
     # The trainer replaces its files atomically, so a hard link is a stable snapshot (no copy).
@@ -41,7 +38,7 @@ def run_trial(config: dict, trial_base: dict, sync_epochs: frozenset[int] = froz
     import ray
 
     from mtsam.adapter_state import atomic_torch_save
-    from mtsam.trainer import Trainer
+    from mtsam.trainer import BEST_ADAPTER, CHECKPOINT, Trainer
 
     for name in ("ray.train", "ray.tune"):  # no "checkpoint created" / "restored" line per epoch
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -62,7 +59,7 @@ def run_trial(config: dict, trial_base: dict, sync_epochs: frozenset[int] = froz
         checkpoint = tune.get_checkpoint()
         if checkpoint is not None:
             with checkpoint.as_directory() as folder:
-                for name in CHECKPOINT_FILES:
+                for name in (CHECKPOINT, BEST_ADAPTER):
                     if (Path(folder) / name).is_file():
                         shutil.copy2(Path(folder) / name, run_dir / name)
             resume_from = run_dir
@@ -72,22 +69,22 @@ def run_trial(config: dict, trial_base: dict, sync_epochs: frozenset[int] = froz
         reporter = BackgroundReporter(sync_epochs)
         # Each epoch's training checkpoint is written by the reporter thread straight into the
         # snapshot Tune persists (~20 ms per epoch the training thread no longer waits for).
-        pending: dict[str, dict] = {}
+        pending: dict[str, tuple[dict, str]] = {}
 
         def defer_write(payload: dict, path: Path) -> None:
-            pending["payload"] = payload
+            pending["checkpoint"] = (payload, path.name)
 
         def report(record: dict, trainer) -> None:
             # A snapshot of this epoch's files: the trainer replaces them while the report is in flight.
             snapshot = Path(tempfile.mkdtemp(prefix="ckpt-", dir=run_dir))
             if (run_dir / BEST_ADAPTER).is_file():  # written by the trainer when the metric improves
                 _link_or_copy(run_dir / BEST_ADAPTER, snapshot / BEST_ADAPTER)
-            payload = pending.pop("payload")
+            payload, name = pending.pop("checkpoint")
             # Ray's own "timestamp" is whole seconds; timelines (benchmarks, analysis) need better.
             reporter.submit(
                 {**record, **extra, "node_id": node_id, "reported_at": time.time()},
                 snapshot,
-                prepare=lambda: atomic_torch_save(payload, snapshot / TRAIN_CHECKPOINT),
+                prepare=lambda: atomic_torch_save(payload, snapshot / name),
             )
 
         trainer = Trainer(
