@@ -8,14 +8,13 @@ backward pass gets a fixed non-uniform output gradient (random, per-channel scal
 
 from __future__ import annotations
 
-from contextlib import nullcontext
-
 import torch
 from torch import nn
 
 from benchmarks.reference import MaterialisedToRA
 from benchmarks.timing import count_flops, interleaved, paired_figure, ratio, summary
 from mtsam.adapters import TaskRouting, ToRAConfig, inject_adapters
+from mtsam.device import autocast_for
 
 
 def qkv_layers(dim: int, tasks: int, ranks, dropout: float, device: torch.device, seed: int = 0):
@@ -45,8 +44,8 @@ def layer_inputs(dim: int, tasks: int, side: int, device: torch.device, seed: in
     return x, grad, torch.arange(tasks, device=device)
 
 
-def _runner(layer, x, grad, index, device):
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+def _runner(layer, x, grad, index, device, precision: str = "auto"):
+    autocast = autocast_for(device, precision)
     params = [p for p in layer.parameters() if p.requires_grad]
     cast = {}
 
@@ -54,7 +53,7 @@ def _runner(layer, x, grad, index, device):
         x.grad = None
         for p in params:
             p.grad = None
-        with autocast:
+        with autocast():
             y = layer(x) if isinstance(layer, nn.Linear) else layer(x, index)
         g = cast.get(y.dtype)
         if g is None:
@@ -74,10 +73,10 @@ def bench_p1(args, device: torch.device) -> dict:
         for dropout in (0.0, 0.1):
             base, tora, reference = qkv_layers(dim, tasks, ranks, dropout, device)
             tag = "" if dropout == 0 else "_dropout"
-            runs[f"tora{tag}"] = _runner(tora, x, grad, index, device)
+            runs[f"tora{tag}"] = _runner(tora, x, grad, index, device, args.precision)
             if dropout == 0:
-                runs["frozen"] = _runner(base, x, grad, index, device)
-                runs["materialised"] = _runner(reference, x, grad, index, device)
+                runs["frozen"] = _runner(base, x, grad, index, device, args.precision)
+                runs["materialised"] = _runner(reference, x, grad, index, device, args.precision)
         flops = {name: count_flops(run) for name, run in runs.items()}
         times, cpu = interleaved(runs, args.repeats, device, warmup=1)
         label = f"d={dim}->{3 * dim} T={tasks} R={'/'.join(map(str, ranks))} tokens/task={side * side}"

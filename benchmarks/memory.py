@@ -47,12 +47,13 @@ def _reset_high_water_mark() -> bool:
         return False
 
 
-def probe(design: str, spec: dict, device: torch.device, steps: int = 2) -> dict:
+def probe(design: str, spec: dict, device: torch.device, precision: str = "auto", steps: int = 2) -> dict:
     """Peak memory growth (MiB) of ``steps`` training steps of one design, in this process."""
     from benchmarks.steps import build_setup, ours_step, reference_step
 
     adapter = {"type": "none"} if design == "none" else spec["adapter"]
-    setup = build_setup(spec["variant"], spec["image_size"], adapter, spec["batch"], spec["hw"], device)
+    shape = (spec["variant"], spec["image_size"], adapter, spec["batch"], spec["hw"], device)
+    setup = build_setup(*shape, precision=precision)
     step = reference_step if design == "reference" else ours_step
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -74,7 +75,12 @@ def probe(design: str, spec: dict, device: torch.device, steps: int = 2) -> dict
 
 
 def measure(
-    designs: list[str], spec: dict, device: torch.device, threads: int, timeout: float = 1800
+    designs: list[str],
+    spec: dict,
+    device: torch.device,
+    threads: int,
+    precision: str = "auto",
+    timeout: float = 1800,
 ) -> dict:
     """Run ``probe`` for each design in its own ``benchmarks/run.py --probe-memory`` subprocess."""
     script = Path(__file__).with_name("run.py")
@@ -83,6 +89,7 @@ def measure(
         cmd = [
             sys.executable, str(script), "--probe-memory", design,
             "--probe-spec", json.dumps(spec), "--device", device.type, "--threads", str(threads),
+            "--precision", precision,
         ]  # fmt: skip
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         if proc.returncode != 0:

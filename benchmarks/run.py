@@ -28,6 +28,7 @@ from benchmarks.layer import bench_p1  # noqa: E402
 from benchmarks.reference import reference_backward  # noqa: E402
 from benchmarks.steps import build_setup, ours_backward, ours_step, reference_step, step_flops  # noqa: E402
 from benchmarks.timing import interleaved, paired_figure, summary  # noqa: E402
+from mtsam.device import pick_device, precision_name  # noqa: E402
 
 TORA = {"type": "tora", "ranks": [32, 32, 4], "dropout": 0.1}  # the reference run's adapter
 NYU_HW = [288, 384]
@@ -72,6 +73,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--peak-tflops", type=float, help="device bf16 peak TFLOP/s, for MFU")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16"],
+        default="auto",
+        help="auto: bf16 autocast on CUDA, float32 on CPU (as the trainer's train.precision)",
+    )
+    p.add_argument(
         "--threads",
         type=int,
         default=1,
@@ -90,12 +97,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
-
-
 def shape_label(spec: dict) -> str:
     height, width = spec["hw"]
     return f"{spec['variant']}@{spec['image_size']}px B={spec['batch']} labels={height}x{width}"
@@ -104,8 +105,9 @@ def shape_label(spec: dict) -> str:
 def bench_steps(spec: dict, args, device: torch.device) -> dict:
     """p2 and p3 on one shape: ToRA step, no-adapter step and reference-design step, interleaved."""
     shape = (spec["variant"], spec["image_size"])
-    ours = build_setup(*shape, spec["adapter"], spec["batch"], spec["hw"], device)
-    frozen = build_setup(*shape, {"type": "none"}, spec["batch"], spec["hw"], device)
+    data = (spec["batch"], spec["hw"], device)
+    ours = build_setup(*shape, spec["adapter"], *data, precision=args.precision)
+    frozen = build_setup(*shape, {"type": "none"}, *data, precision=args.precision)
     flops = {
         "ours": step_flops(ours_backward, ours),
         "frozen": step_flops(ours_backward, frozen),
@@ -137,7 +139,7 @@ def bench_steps(spec: dict, args, device: torch.device) -> dict:
         },
     }
     if not args.no_memory:
-        mem = memory.measure(["ours", "reference", "none"], spec, device, args.threads)
+        mem = memory.measure(["ours", "reference", "none"], spec, device, args.threads, args.precision)
         peak = {k: v.get("peak_mib") for k, v in mem.items()}
         if peak.get("ours") and peak.get("reference"):
             mem["reference_over_ours"] = round(peak["reference"] / peak["ours"], 3)
@@ -151,7 +153,7 @@ def meta(args, device: torch.device) -> dict:
         "repeats": args.repeats,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.machine(),
         "device_type": device.type,
-        "precision": "bf16 autocast" if device.type == "cuda" else "float32",
+        "precision": precision_name(device, args.precision),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "cpus": os.cpu_count(),
@@ -167,11 +169,12 @@ def meta(args, device: torch.device) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    device = pick_device(args.device)
+    device = pick_device(args.device, "--device")
     if device.type == "cpu":
         torch.set_num_threads(args.threads)
     if args.probe_memory:
-        print(json.dumps(memory.probe(args.probe_memory, json.loads(args.probe_spec), device)))
+        spec = json.loads(args.probe_spec)
+        print(json.dumps(memory.probe(args.probe_memory, spec, device, args.precision)))
         return 0
     if args.mode == "full" and device.type == "cpu":
         print("note: --full on CPU runs ViT-B/ViT-L at 1024 px: minutes per step", file=sys.stderr)

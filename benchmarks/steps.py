@@ -1,7 +1,7 @@
 """One MTSAM training step, as the trainer does it, for the model-level benchmarks (p2, p3).
 
 ``ours_step`` mirrors ``Trainer.train_epoch`` for one batch (grad_accum 1): stacked forward in bf16
-autocast on CUDA, per-task losses in float32, the weighting's backward, the orthogonality
+autocast on CUDA (``precision``), per-task losses in float32, the weighting's backward, the orthogonality
 regulariser once per step (ToRA only), optimiser + scheduler step, ``zero_grad(set_to_none)``.
 Data loading is left out: it is the same for every design and not what is compared here.
 ``reference_step`` is the same step with the reference design's forward/backward
@@ -10,7 +10,6 @@ Data loading is left out: it is the same for every design and not what is compar
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -20,6 +19,7 @@ from benchmarks.timing import count_flops
 from mtsam import build_mtsam
 from mtsam.adapters import orthogonality_loss
 from mtsam.config import TrainSection
+from mtsam.device import autocast_for
 from mtsam.optim import build_optimizer, build_scheduler
 from mtsam.tasks import build_tasks
 from mtsam.weighting import build_weighting
@@ -39,11 +39,10 @@ class StepSetup:
     lam: float
     batch: dict
     device: torch.device
+    precision: str = "auto"
 
     def autocast(self):
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return nullcontext()
+        return autocast_for(self.device, self.precision)()
 
 
 def make_batch(size: int, height: int, width: int, device: torch.device, seed: int = 0) -> dict:
@@ -72,6 +71,7 @@ def build_setup(
     device: torch.device,
     seed: int = 0,
     heads: dict | None = None,
+    precision: str = "auto",
 ) -> StepSetup:
     """Model (same frozen weights for every adapter, via ``seed``), optimiser, weighting and batch."""
     model = build_mtsam(variant, TASKS, adapter, image_size=image_size, seed=seed, heads=heads)
@@ -91,6 +91,7 @@ def build_setup(
         lam=train.ortho_weight if has_tora else 0.0,
         batch=make_batch(batch_size, *hw, device, seed),
         device=device,
+        precision=precision,
     )
 
 

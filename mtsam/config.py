@@ -88,6 +88,8 @@ class TrainSection(_Section):
     grad_clip: float | None = Field(None, gt=0.0)
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # auto: bf16 autocast on CUDA, float32 on CPU; bf16 / fp32 force one (mtsam/device.py)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     eval_every: int = Field(1, gt=0)
     # "delta_b_task" (needs a baseline) or a metric key like "val/semantic/miou"; None = automatic.
     select_metric: str | None = None

@@ -30,6 +30,7 @@ def build_parser() -> Parser:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--sam-checkpoint", help="SAM .pth if the one recorded in the adapter moved")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"], help="auto: bf16 on CUDA")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
@@ -87,7 +88,8 @@ def main_args(args) -> int:
     from PIL import Image
 
     from .adapter_state import load_adapter
-    from .trainer import BEST_ADAPTER, pick_device
+    from .device import autocast_for, pick_device
+    from .trainer import BEST_ADAPTER
 
     ckpt = Path(args.checkpoint)
     if ckpt.is_dir():
@@ -96,7 +98,8 @@ def main_args(args) -> int:
         raise CheckpointError(f"--checkpoint: {ckpt} not found (give a run directory or an adapter .pt)")
     images = {Path(p): load_image(Path(p)) for p in args.images}  # validate every input before writing
     model, _ = load_adapter(ckpt, checkpoint=args.sam_checkpoint)
-    device = pick_device(args.device)
+    device = pick_device(args.device, "--device")
+    autocast = autocast_for(device, args.precision)
     model = model.to(device).eval()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -104,7 +107,8 @@ def main_args(args) -> int:
     try:
         with torch.no_grad():
             for path, image in images.items():
-                preds = model(image[None].to(device))
+                with autocast():
+                    preds = model(image[None].to(device))
                 for task, pred in preds.items():
                     array = pred[0].float().cpu().numpy()
                     np.save(staging / f"{path.stem}_{task}.npy", array)

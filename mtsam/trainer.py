@@ -11,7 +11,6 @@ import json
 import math
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -21,6 +20,7 @@ from . import factory
 from .adapter_state import atomic_torch_save, load_format, load_trainable, save_adapter
 from .adapters import orthogonality_loss
 from .config import RunConfig, config_to_dict, dump_yaml
+from .device import autocast_for, pick_device
 from .errors import CheckpointError, MTSAMError
 from .evaluation import evaluate, selection_metric
 from .faults import FaultInjector
@@ -39,14 +39,6 @@ EpochCallback = Callable[[dict, "Trainer"], None]
 
 class NonFiniteLoss(MTSAMError):
     """Training diverged; the message says where ("non-finite loss at epoch E step S")."""
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise MTSAMError("train.device: cuda requested but no CUDA device is visible")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
 
 
 class Trainer:
@@ -71,6 +63,7 @@ class Trainer:
         self.interrupt = interrupt or (lambda: None)
         self.write_checkpoint = write_checkpoint or atomic_torch_save
         self.device = pick_device(config.train.device)
+        self._autocast = autocast_for(self.device, config.train.precision)
         torch.manual_seed(config.train.seed)
         self.model = factory.build_model(config).to(self.device)
         self.tasks = factory.tasks_for(config)
@@ -120,11 +113,6 @@ class Trainer:
         batches = max(1, len(self.train_set) // data.batch_size)
         steps = math.ceil(batches / train.grad_accum)
         return min(steps, train.max_steps_per_epoch or steps)
-
-    def _autocast(self):
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return nullcontext()
 
     # ------------------------------------------------------------------ training
     def train_epoch(self) -> dict:

@@ -65,6 +65,13 @@ def test_train_writes_run_directory_then_predict(tmp_path, capsys):
             assert f"{stem}_{task}.png" in names and f"{stem}_{task}.npy" in names
     assert np.load(pred_dir / "room_semantic.npy").shape == (13, 30, 40)
     assert np.load(pred_dir / "scan_normal.npy").shape == (3, 24, 32)
+    # bf16 autocast (the CUDA default; on CPU here): the same predictions to bf16's precision.
+    bf16_dir = tmp_path / "pred-bf16"
+    args = ["--checkpoint", str(run), "--images", str(npy), "--out", str(bf16_dir), "--precision", "bf16"]
+    assert predict.main(args) == 0
+    full, half = np.load(pred_dir / "scan_depth.npy"), np.load(bf16_dir / "scan_depth.npy")
+    assert half.dtype == np.float32 and not np.array_equal(full, half)
+    np.testing.assert_allclose(half, full, rtol=0.05, atol=0.05 * np.abs(full).max())
 
     bad = tmp_path / "notes.txt"
     bad.write_text("not an image")

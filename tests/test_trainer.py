@@ -157,8 +157,10 @@ def test_delta_b_selects_best_epoch(tmp_path):
     assert "test/delta_b_task" in trainer.history[-1]
 
 
-def test_tiny_mtsam_learns_beyond_trivial_predictors(tmp_path):
-    """A few epochs on rendered scenes beat majority-class mIoU and mean-depth on validation."""
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_tiny_mtsam_learns_beyond_trivial_predictors(tmp_path, precision):
+    """A few epochs on rendered scenes beat majority-class mIoU and mean-depth on validation, in
+    float32 and in bf16 autocast (on CPU: the mixed-precision path a CUDA run takes)."""
     config = load_config(
         overrides=[
             "train.epochs=10",
@@ -166,10 +168,15 @@ def test_tiny_mtsam_learns_beyond_trivial_predictors(tmp_path):
             "weighting.method=ew",
             "weighting.weights=null",
             "data.augment=false",
+            f"train.precision={precision}",
         ]
     )
     trainer = Trainer(config, tmp_path)
+    dtypes = set()
+    qkv = trainer.model.image_encoder.blocks[0].attn.qkv  # the adapted layer
+    qkv.register_forward_hook(lambda module, args, out: dtypes.add(out.dtype))
     trainer.fit()
+    assert dtypes == {torch.bfloat16 if precision == "bf16" else torch.float32}
     train_labels = torch.cat(
         [trainer.train_set[i]["semantic"].flatten() for i in range(len(trainer.train_set))]
     )
