@@ -66,6 +66,7 @@ class MlflowTracker(tune.Callback):
         self._runs: dict[str, str] = {}  # trial id → run id
         self._epochs: dict[str, set[int]] = {}  # run id → epochs already logged
         self._has_model: set[str] = set()
+        self._placement: dict[str, dict] = {}  # run id → placement tags last set
 
     # Pickled into Ray's tuner.pkl: drop the client and caches, they are rebuilt from MLflow.
     def __getstate__(self) -> dict:
@@ -188,6 +189,10 @@ class MlflowTracker(tune.Callback):
             return
         run_id = self.run_for(trial)
         epoch = int(result["epoch"])
+        placement = tr.placement_tags(result)
+        if placement and self._placement.get(run_id) != placement:
+            tr.set_tags(self.client, run_id, placement)
+            self._placement[run_id] = placement
         if run_id not in self._has_model:
             model = tr.model_metrics(result)
             if model:

@@ -144,6 +144,18 @@ def model_metrics(record: Mapping[str, Any]) -> dict[str, float]:
     return {k: v for k, v in record.items() if k.startswith("model/") and _number(v)}
 
 
+# Where a trial ran, from its results: run tags, updated when a retry lands somewhere else.
+PLACEMENT_TAGS = {
+    "node_id": "mtsam.node_id",
+    "placement/device": "mtsam.device",
+    "placement/gpus": "mtsam.gpus",
+}
+
+
+def placement_tags(record: Mapping[str, Any]) -> dict[str, str]:
+    return {tag: str(record[key]) for key, tag in PLACEMENT_TAGS.items() if key in record}
+
+
 def logged_steps(mlflow_client, run_id: str, key: str = SENTINEL) -> set[int]:
     return {m.step for m in mlflow_client.get_metric_history(run_id, key)}
 

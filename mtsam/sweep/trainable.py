@@ -29,6 +29,22 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
+def torch_version() -> str:
+    import torch
+
+    return f"{torch.__version__}, CUDA build {torch.version.cuda or 'none'}"
+
+
+def describe_device(device) -> str:
+    """``cpu`` or ``cuda:0 (NVIDIA H200)``: a run tag, so the MLflow UI shows where a trial trained."""
+    import torch
+
+    if device.type != "cuda":
+        return device.type
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+
+
 def run_trial(config: dict, trial_base: dict, sync_epochs: frozenset[int] = frozenset()) -> None:
     """``config``: the sampled values (Ray's nested dict); ``trial_base``: the base run config with
     the baseline and selection metric already in; ``sync_epochs``: epochs after which the scheduler
@@ -38,6 +54,8 @@ def run_trial(config: dict, trial_base: dict, sync_epochs: frozenset[int] = froz
     import ray
 
     from mtsam.adapter_state import atomic_torch_save
+    from mtsam.device import pick_device
+    from mtsam.errors import ConfigError
     from mtsam.trainer import BEST_ADAPTER, CHECKPOINT, Trainer
 
     for name in ("ray.train", "ray.tune"):  # no "checkpoint created" / "restored" line per epoch
@@ -63,8 +81,17 @@ def run_trial(config: dict, trial_base: dict, sync_epochs: frozenset[int] = froz
                     if (Path(folder) / name).is_file():
                         shutil.copy2(Path(folder) / name, run_dir / name)
             resume_from = run_dir
-        node_id = ray.get_runtime_context().get_node_id()
-        extra: dict = {}
+        context = ray.get_runtime_context()
+        node_id = context.get_node_id()
+        gpus = [str(g) for g in context.get_accelerator_ids().get("GPU", [])]
+        if gpus and run_config.train.device == "auto" and pick_device("auto").type != "cuda":
+            # Training on CPU while Ray holds a GPU for the trial would be silently ~100x slower.
+            raise ConfigError(
+                f"resources.gpu: Ray gave this trial GPU {','.join(gpus)} on node {node_id[:12]} but "
+                f"torch sees no CUDA device (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')}"
+                f", torch {torch_version()}); set base.train.device=cpu to train on the CPU anyway"
+            )
+        extra: dict = {"placement/gpus": ",".join(gpus)}
 
         reporter = BackgroundReporter(sync_epochs)
         # Each epoch's training checkpoint is written by the reporter thread straight into the
@@ -96,6 +123,7 @@ def run_trial(config: dict, trial_base: dict, sync_epochs: frozenset[int] = froz
             write_checkpoint=defer_write,
         )
         extra.update({f"model/{k}_params": v for k, v in trainer.model.parameter_summary().items()})
+        extra["placement/device"] = describe_device(trainer.device)
         try:
             trainer.fit()
         except NonFiniteLoss as exc:
