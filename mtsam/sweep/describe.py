@@ -45,7 +45,10 @@ def describe_plan(plan: SweepPlan) -> str:
         lines.append("    (empty: every trial runs the base config)")
     gpu = f", {res.gpu:g} GPU" if res.gpu else ", no GPU"
     where = cfg.ray.address or f"local, {cfg.ray.num_cpus or 'all'} CPUs"
+    precision = train.get("precision", "auto")
+    note = " (bf16 on CUDA)" if precision == "auto" else ""
     lines.append(f"  resources:  {res.cpu:g} CPU{gpu} per trial; Ray {where}")
+    lines.append(f"  device:     train.device {train.get('device', 'auto')}, precision {precision}{note}")
     if plan.baseline_mode == "auto":
         key = baseline_key(
             template(base, cfg.baselines.adapter.model_dump(mode="json") if cfg.baselines.adapter else None)
