@@ -4,6 +4,9 @@ one child run per trial with each epoch once, nothing stays RUNNING, the Optuna 
 from __future__ import annotations
 
 import collections
+import os
+import subprocess
+import sys
 import time
 
 import optuna
@@ -11,7 +14,9 @@ import pytest
 from conftest import kill_group, run_search, start_search
 from mlflow import MlflowClient
 
+from mtsam.errors import ConfigError
 from mtsam.sweep.cli import main
+from mtsam.sweep.driver_lock import DriverLock
 from mtsam.sweep.study import study_storage
 
 NAME, SAMPLES = "tiny-resume", 4
@@ -44,10 +49,19 @@ def test_kill_driver_then_resume(tiny_sweep, tmp_path, capsys):
     # in-process: preflight errors need no Ray, and torch is imported already
     assert main([*map(str, args[:-1]), "3", "--resume"]) == 2
     assert "differs from the stored one at base.train.epochs" in capsys.readouterr().err
+    state_dir = tiny_sweep.storage / NAME
+    with DriverLock(state_dir, NAME):  # as if the killed driver were still running
+        assert main([*map(str, args), "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is being run by another driver (pid " in err and len(err.splitlines()) == 1
+    # a journal lock left by a driver killed mid-append: removed at once, not waited out (30 s)
+    journal_lock = state_dir / "optuna.journal.lock"
+    journal_lock.touch()
 
     resumed = run_search([*args, "--resume"])
     assert resumed.returncode == 0, resumed.stdout[-4000:] + resumed.stderr[-4000:]
     assert "resuming" in resumed.stdout and "baselines: reusing" in resumed.stdout
+    assert "removed the Optuna journal's lock file" in resumed.stdout and not journal_lock.exists()
 
     client = MlflowClient(tiny_sweep.tracking_uri)
     exp = client.get_experiment_by_name(NAME)
@@ -74,6 +88,36 @@ def test_kill_driver_then_resume(tiny_sweep, tmp_path, capsys):
     assert states["COMPLETE"] >= SAMPLES and states["RUNNING"] == 0  # the study went on, nothing dangling
     assert main([*map(str, args), "--resume"]) == 2
     assert "already finished" in capsys.readouterr().err
+
+
+def test_driver_lock_is_exclusive_and_released_when_its_driver_dies(tmp_path):
+    first = DriverLock(tmp_path, "s")
+    first.acquire()
+    taken = rf"sweep 's' is being run by another driver \(pid {os.getpid()} on "
+    with pytest.raises(ConfigError, match=taken):
+        DriverLock(tmp_path, "s").acquire()
+    first.release()
+    with DriverLock(tmp_path, "s") as again:  # free again
+        assert again.held
+    code = (
+        "import sys, time; from mtsam.sweep.driver_lock import DriverLock; "
+        "DriverLock(sys.argv[1], 's').acquire(); print('held', flush=True); time.sleep(600)"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:  # another process holds it, then dies by SIGKILL
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(ConfigError, match=f"pid {holder.pid} on "):
+            DriverLock(tmp_path, "s").acquire()
+    finally:
+        holder.kill()
+        holder.wait()
+    with DriverLock(tmp_path, "s") as lock:  # the kernel released it with the process
+        journal = tmp_path / "optuna.journal"
+        (tmp_path / "optuna.journal.lock").touch()
+        assert lock.clear_stale_journal_lock(journal) and not (tmp_path / "optuna.journal.lock").exists()
+    (tmp_path / "optuna.journal.lock").touch()
+    assert not lock.clear_stale_journal_lock(journal)  # never without holding the driver lock
+    assert (tmp_path / "optuna.journal.lock").exists()
 
 
 def test_refill_checkpoints_restores_folders_tune_deleted_after_its_last_snapshot(tmp_path):

@@ -19,6 +19,7 @@ from mtsam.errors import ConfigError, MTSAMError
 from . import baselines as bl
 from . import tracking as tr
 from .console import Clock, say
+from .driver_lock import DriverLock
 from .plan import SweepPlan
 from .state import SweepState, check_fresh, check_resumable, write_config
 
@@ -194,23 +195,36 @@ def _channels(base: dict) -> dict[str, int]:
 
 def run_sweep(plan: SweepPlan, resume: bool = False, address: str | None = None) -> SweepResult:
     """Run the whole sweep (``preflight`` first); the parent run ends FINISHED, FAILED or KILLED."""
+    _quiet()
+    state = preflight(plan, resume)
+    lock = DriverLock(plan.state_dir, plan.name)
+    try:
+        if plan.state_dir.is_dir():
+            lock.acquire()  # before Ray starts: a second driver on a running sweep fails at once
+        return _run(plan, resume, address, state, lock)
+    finally:
+        lock.release()
+
+
+def _run(plan: SweepPlan, resume: bool, address: str | None, state, lock: DriverLock) -> SweepResult:
     from . import report
     from .study import tidy_study
     from .tuning import build_tuner
 
-    _quiet()
     clock = Clock()
-    state = preflight(plan, resume)
     started = start_ray(plan, address or plan.config.ray.address)
     try:
         check_cluster_gpus(plan)  # before anything is written: a sweep that cannot schedule leaves nothing
+        plan.state_dir.mkdir(parents=True, exist_ok=True)
+        lock.acquire()  # a fresh sweep's directory exists only now
     except ConfigError:
         if started:
             import ray
 
             ray.shutdown()
         raise
-    plan.state_dir.mkdir(parents=True, exist_ok=True)
+    if lock.clear_stale_journal_lock(plan.study_path):
+        say(clock, f"removed the Optuna journal's lock file left by a killed driver ({plan.study_path})")
     if state is None:
         write_config(plan)
     client = tr.client(plan.tracking_uri)
