@@ -49,6 +49,24 @@ def search_env() -> dict[str, str]:
     return env
 
 
+@contextlib.contextmanager
+def ray_cluster(**head_args) -> Iterator:
+    """A real multi-node Ray (``ray.cluster_utils.Cluster``) for this test; shut down afterwards,
+    with this process's RAY_ADDRESS (which Cluster sets) put back as it was."""
+    from ray.cluster_utils import Cluster
+
+    old_address = os.environ.get("RAY_ADDRESS")
+    cluster = Cluster(initialize_head=True, head_node_args={"include_dashboard": False, **head_args})
+    try:
+        yield cluster
+    finally:
+        cluster.shutdown()
+        if old_address is None:
+            os.environ.pop("RAY_ADDRESS", None)
+        else:
+            os.environ["RAY_ADDRESS"] = old_address
+
+
 def kill_group(proc: subprocess.Popen) -> None:
     """SIGKILL the process group of ``proc`` (started with start_new_session: only our processes)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):

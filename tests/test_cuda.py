@@ -13,21 +13,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_trainer import FAST
 
 from mtsam.config import load_config
 from mtsam.trainer import CHECKPOINT, Trainer, read_checkpoint
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 ROOT = Path(__file__).resolve().parents[1]
-FAST = [
-    "data.scenes.train=12",
-    "data.scenes.val=4",
-    "data.val_fraction=0.25",
-    "data.batch_size=4",
-    "data.scenes.height=32",
-    "data.scenes.width=48",
-    "model.image_size=64",
-]
 
 
 def test_trainer_runs_on_cuda_in_bf16_and_resumes_on_the_cpu(tmp_path):

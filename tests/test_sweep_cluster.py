@@ -5,11 +5,10 @@ inline, and one trial crashing once (injected fault) and retried from its checkp
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 from conftest import INLINE_BASELINE as BASELINE
-from conftest import mlflow_server, run_search
+from conftest import mlflow_server, ray_cluster, run_search
 from mlflow import MlflowClient
 
 NAME, EPOCHS = "cluster", 2
@@ -17,14 +16,10 @@ NAME, EPOCHS = "cluster", 2
 
 @pytest.fixture(scope="module")
 def cluster_sweep(tmp_path_factory):
-    from ray.cluster_utils import Cluster
-
     tmp = tmp_path_factory.mktemp("cluster")
     marker = tmp / "crashed-once"
-    old_address = os.environ.get("RAY_ADDRESS")
     with mlflow_server(tmp / "mlflow") as uri:
-        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-        try:
+        with ray_cluster(num_cpus=1) as cluster:
             cluster.add_node(num_cpus=1)
             cluster.wait_for_nodes()
             node_ids = {node.node_id for node in cluster.list_all_nodes()}
@@ -34,12 +29,6 @@ def cluster_sweep(tmp_path_factory):
                 f"--set base.faults.crash_at_epoch=2 --set base.faults.crash_marker={marker}"
             )
             proc = run_search([*args.split(), "--set", f"base.baseline={json.dumps(BASELINE)}"])
-        finally:
-            cluster.shutdown()
-            if old_address is None:
-                os.environ.pop("RAY_ADDRESS", None)
-            else:
-                os.environ["RAY_ADDRESS"] = old_address
         assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
         yield {"proc": proc, "nodes": node_ids, "marker": marker, "tmp": tmp, "uri": uri}
 

@@ -7,11 +7,10 @@ with a ``resources.gpu`` error instead of silently training on the CPU."""
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 from conftest import INLINE_BASELINE as BASELINE
-from conftest import run_search
+from conftest import ray_cluster, run_search
 from mlflow import MlflowClient
 
 NAME, SAMPLES, EPOCHS = "gpus", 4, 2
@@ -19,22 +18,10 @@ NAME, SAMPLES, EPOCHS = "gpus", 4, 2
 
 @pytest.fixture(scope="module")
 def gpu_cluster(tmp_path_factory):
-    from ray.cluster_utils import Cluster
-
     tmp = tmp_path_factory.mktemp("gpus")
-    old_address = os.environ.get("RAY_ADDRESS")
-    cluster = Cluster(
-        initialize_head=True, head_node_args={"num_cpus": 4, "num_gpus": 1, "include_dashboard": False}
-    )
-    try:
+    with ray_cluster(num_cpus=4, num_gpus=1) as cluster:
         cluster.wait_for_nodes()
         yield {"address": cluster.address, "tmp": tmp}
-    finally:
-        cluster.shutdown()
-        if old_address is None:
-            os.environ.pop("RAY_ADDRESS", None)
-        else:
-            os.environ["RAY_ADDRESS"] = old_address
 
 
 def _search(cluster, name: str, *extra: str):

@@ -4,10 +4,9 @@ ran is rescheduled on the remaining node from its last checkpoint and every tria
 from __future__ import annotations
 
 import json
-import os
 import time
 
-from conftest import kill_group, start_search
+from conftest import kill_group, ray_cluster, start_search
 from mlflow import MlflowClient
 
 NAME, SAMPLES, EPOCHS = "node-loss", 2, 4
@@ -23,39 +22,31 @@ def _results_on(exp_path, node_id: str) -> list[dict]:
 
 
 def test_worker_node_removed_mid_sweep(tmp_path):
-    from ray.cluster_utils import Cluster
-
-    old_address = os.environ.get("RAY_ADDRESS")
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     proc = None
-    try:
-        worker = cluster.add_node(num_cpus=1)
-        cluster.wait_for_nodes()
-        head_id = cluster.head_node.node_id
-        uri = f"sqlite:///{tmp_path}/mlflow.db"
-        args = (
-            f"--storage {tmp_path / 'runs'} --name {NAME} --address {cluster.address} --tracking-uri {uri} "
-            f"--num-samples {SAMPLES} --epochs {EPOCHS} --set scheduler.type=fifo --set baselines.mode=none "
-            "--set max_failures=3"
-        )
-        log = tmp_path / "search.log"
-        proc = start_search(args.split(), log=log)
-        exp_path = tmp_path / "runs" / NAME
-        deadline = time.monotonic() + 300
-        while not _results_on(exp_path, worker.node_id):  # a trial has reported from the worker
-            assert proc.poll() is None, log.read_text()[-3000:]
-            assert time.monotonic() < deadline, "no trial ran on the worker node"
-            time.sleep(0.5)
-        cluster.remove_node(worker)
-        assert proc.wait(timeout=420) == 0, log.read_text()[-4000:]
-    finally:
-        if proc is not None:
-            kill_group(proc)
-        cluster.shutdown()
-        if old_address is None:
-            os.environ.pop("RAY_ADDRESS", None)
-        else:
-            os.environ["RAY_ADDRESS"] = old_address
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    with ray_cluster(num_cpus=1) as cluster:
+        try:
+            worker = cluster.add_node(num_cpus=1)
+            cluster.wait_for_nodes()
+            head_id = cluster.head_node.node_id
+            args = (
+                f"--storage {tmp_path / 'runs'} --name {NAME} --address {cluster.address} "
+                f"--tracking-uri {uri} --num-samples {SAMPLES} --epochs {EPOCHS} --set scheduler.type=fifo "
+                "--set baselines.mode=none --set max_failures=3"
+            )
+            log = tmp_path / "search.log"
+            proc = start_search(args.split(), log=log)
+            exp_path = tmp_path / "runs" / NAME
+            deadline = time.monotonic() + 300
+            while not _results_on(exp_path, worker.node_id):  # a trial has reported from the worker
+                assert proc.poll() is None, log.read_text()[-3000:]
+                assert time.monotonic() < deadline, "no trial ran on the worker node"
+                time.sleep(0.5)
+            cluster.remove_node(worker)
+            assert proc.wait(timeout=420) == 0, log.read_text()[-4000:]
+        finally:
+            if proc is not None:
+                kill_group(proc)
 
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(NAME)
