@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import collections
 import os
+import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import optuna
 import pytest
@@ -18,6 +22,7 @@ from mtsam.errors import ConfigError
 from mtsam.sweep.cli import main
 from mtsam.sweep.driver_lock import DriverLock
 from mtsam.sweep.study import study_storage
+from mtsam.sweep.trainable import SCRATCH_PREFIX, remove_orphaned, scratch_dir
 
 NAME, SAMPLES = "tiny-resume", 4
 
@@ -57,11 +62,17 @@ def test_kill_driver_then_resume(tiny_sweep, tmp_path, capsys):
     # a journal lock left by a driver killed mid-append: removed at once, not waited out (30 s)
     journal_lock = state_dir / "optuna.journal.lock"
     journal_lock.touch()
+    # the killed trials' scratch folders (each with a training checkpoint) are left behind...
+    orphaned, deadline = _scratch_folders(), time.monotonic() + 60
+    while any(_alive(p) for p in orphaned) and time.monotonic() < deadline:
+        time.sleep(0.2)  # Ray's workers outlive the killed driver for a moment
+    assert orphaned and not any(_alive(p) for p in orphaned)
 
     resumed = run_search([*args, "--resume"])
     assert resumed.returncode == 0, resumed.stdout[-4000:] + resumed.stderr[-4000:]
     assert "resuming" in resumed.stdout and "baselines: reusing" in resumed.stdout
     assert "removed the Optuna journal's lock file" in resumed.stdout and not journal_lock.exists()
+    assert not [p for p in orphaned if p.exists()]  # ...and removed by the next trials on the node
 
     client = MlflowClient(tiny_sweep.tracking_uri)
     exp = client.get_experiment_by_name(NAME)
@@ -88,6 +99,39 @@ def test_kill_driver_then_resume(tiny_sweep, tmp_path, capsys):
     assert states["COMPLETE"] >= SAMPLES and states["RUNNING"] == 0  # the study went on, nothing dangling
     assert main([*map(str, args), "--resume"]) == 2
     assert "already finished" in capsys.readouterr().err
+
+
+def _scratch_folders() -> list[Path]:
+    return list(Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}{socket.gethostname()}-*"))
+
+
+def _alive(folder: Path) -> bool:
+    return Path(f"/proc/{folder.name.split('-')[-2]}").exists()
+
+
+def test_orphaned_trial_folders_are_removed_only_when_their_process_is_gone(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = socket.gethostname()
+    folders = {
+        "dead": tmp_path / f"{SCRATCH_PREFIX}{host}-{dead.pid}-ab12cd_3",
+        "alive": tmp_path / f"{SCRATCH_PREFIX}{host}-{os.getpid()}-zz91ab_c",
+        "other host": tmp_path / f"{SCRATCH_PREFIX}{host}-2-{dead.pid}-ab12cd_3",  # host "<host>-2"
+        "not ours": tmp_path / f"mtsam-other-{host}-{dead.pid}-ab12cd_3",
+    }
+    for folder in folders.values():
+        folder.mkdir()
+        (folder / "checkpoint.pt").write_bytes(b"x" * 100)
+    assert remove_orphaned(tmp_path) == [folders["dead"]]
+    assert not folders["dead"].exists()
+    assert all(folders[k].exists() for k in ("alive", "other host", "not ours"))
+    mine = scratch_dir()
+    try:
+        assert mine.name.startswith(f"{SCRATCH_PREFIX}{host}-{os.getpid()}-")
+        assert mine.parent == Path(tempfile.gettempdir())
+        assert mine not in remove_orphaned()  # this process is alive
+    finally:
+        shutil.rmtree(mine)
 
 
 def test_driver_lock_is_exclusive_and_released_when_its_driver_dies(tmp_path):

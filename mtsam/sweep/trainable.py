@@ -8,7 +8,9 @@ one. A retried or resumed trial gets its last Tune checkpoint back and continues
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -27,6 +29,41 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         os.link(src, dst)
     except OSError:
         shutil.copy2(src, dst)
+
+
+SCRATCH_PREFIX = "mtsam-trial-"
+
+
+def scratch_dir() -> Path:
+    """A trial's private folder in the temp dir, named after this host and process so that a
+    later trial on the node can tell whether its owner is still alive (see ``remove_orphaned``)."""
+    return Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{socket.gethostname()}-{os.getpid()}-"))
+
+
+def remove_orphaned(temp_dir: Path | None = None) -> list[Path]:
+    """Delete trial folders whose process is gone: a SIGKILLed trial (driver killed, node lost, OOM
+    killer) cannot clean up, and each folder holds a full training checkpoint (hundreds of MB at
+    ViT-L). Only folders of this host name (a /tmp shared with other containers stays theirs)."""
+    host = socket.gethostname()
+    removed = []
+    for folder in Path(temp_dir or tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}{host}-*-*"):
+        # "<pid>-<mkdtemp suffix>" (no "-" in the suffix); anything else is another host's name
+        owner = re.fullmatch(r"(\d+)-[^-]+", folder.name[len(SCRATCH_PREFIX) + len(host) + 1 :])
+        if owner is None or _alive(int(owner.group(1))):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def torch_version() -> str:
@@ -71,7 +108,8 @@ def run_trial(config: dict, trial_base: dict, sync_epochs: frozenset[int] = froz
     run_config = validate_config(apply_params(trial_base, flatten(config)))
     # A private scratch folder: the trial's working dir is synced to storage, checkpoints travel
     # through tune.report instead (once per epoch, to local disk or s3 alike).
-    run_dir = Path(tempfile.mkdtemp(prefix="mtsam-trial-"))
+    remove_orphaned()
+    run_dir = scratch_dir()
     try:
         resume_from = None
         checkpoint = tune.get_checkpoint()
