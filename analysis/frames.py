@@ -2,7 +2,8 @@
 
 ``trials``: one row per trial. Columns, in order:
 - identity/status: ``run_id``, ``trial_id``, ``run_name``, ``status``, ``status_reason`` (early-stop
-  reason or error), ``adapter``, ``weighting``, ``ranks`` (label: "32/32/4", "8" or "-"), ``R1``-``R3``
+  reason or error), ``adapter``, ``weighting``, ``task``, ``device`` (where it trained: ``cpu`` or
+  ``cuda:0 (NVIDIA H100 …)``), ``ranks`` (label: "32/32/4", "8" or "-"), ``R1``-``R3``
   (ToRA ranks), ``epochs``, ``best_epoch``, ``trainable_params``, ``total_params``, ``adapter_params``,
   ``start_time``, ``end_time``, ``duration_s``;
 - every hyperparameter under its dotted key, typed (``param.<key>`` if it would clash with the above);
@@ -30,6 +31,7 @@ META_COLUMNS = (
     "adapter",
     "weighting",
     "task",
+    "device",
     "ranks",
     "R1",
     "R2",
@@ -55,7 +57,8 @@ _METRIC_ORDER = ("train/", "val/", "best/train/", "best/val/", "test/")
 class TrialRecord:
     """What a source knows about one run, before it becomes a table row."""
 
-    meta: dict[str, Any]  # run_id, trial_id, run_name, status, status_reason, adapter, weighting, task, times
+    meta: dict[str, Any]  # run_id, trial_id, run_name, status, status_reason, adapter, weighting, task,
+    # device, times
     params: dict[str, Any]  # dotted key -> typed value
     latest: dict[str, float]  # metric key -> final value (MLflow's "latest": highest step)
     history: list[dict[str, Any]] = field(default_factory=list)  # [{"epoch": e, key: value, ...}]
@@ -71,7 +74,8 @@ def ranks_label(params: dict[str, Any]) -> str:
 
 def _meta_row(rec: TrialRecord, epochs: list[int]) -> dict[str, Any]:
     p, m = rec.params, rec.meta
-    row = {c: m.get(c) for c in ("run_id", "trial_id", "run_name", "status", "status_reason", "task")}
+    identity = ("run_id", "trial_id", "run_name", "status", "status_reason", "task", "device")
+    row = {c: m.get(c) for c in identity}
     row["adapter"] = m.get("adapter") or p.get("adapter.type")
     row["weighting"] = m.get("weighting") or p.get("weighting.method")
     row["ranks"] = ranks_label(p)

@@ -168,6 +168,7 @@ def _record(client: Any, run: Any) -> TrialRecord:
         "adapter": tags.get("mtsam.adapter"),
         "weighting": tags.get("mtsam.weighting"),
         "task": tags.get("mtsam.task"),
+        "device": tags.get("mtsam.device"),
         "start_time": info.start_time,
         "end_time": info.end_time,
     }

@@ -69,6 +69,7 @@ def _record(trial_dir: Path) -> TrialRecord:
         "run_name": trial_dir.name,
         "status": status,
         "status_reason": reason,
+        "device": last.get("placement/device"),
         "start_time": int(min(stamps) * 1000) if stamps else None,
         "end_time": int(max(stamps) * 1000) if stamps else None,
     }

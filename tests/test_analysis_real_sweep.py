@@ -18,6 +18,8 @@ def test_loads_every_trial_and_epoch(tiny_sweep):
         assert epochs == list(range(1, len(epochs) + 1))  # every logged epoch once, in order
     ray = analysis.load_ray_sweep(tiny_sweep.exp_path)
     assert len(ray.trials) == tiny_sweep.num_samples
+    # where each trial trained: the run tag (MLflow) and the results (Ray) agree
+    assert (sweep.trials["device"] == "cpu").all() and (ray.trials["device"] == "cpu").all()
 
 
 def test_pareto_front_is_the_non_dominated_trials(tiny_sweep):
