@@ -72,6 +72,23 @@ def test_adapted_layer_in_bf16_matches_float32():
             assert rel < 2e-2, (name, float(rel))
 
 
+def test_a_fractional_trial_cannot_take_more_than_its_share_of_gpu_memory():
+    """``resources.gpu_memory: share``: the cap a trial with ``gpu: 0.05`` would get."""
+    from mtsam.sweep.trainable import cap_gpu_memory_to
+
+    device = torch.device("cuda", 0)
+    total = torch.cuda.get_device_properties(device).total_memory
+    cap_gpu_memory_to(0.05, device)
+    try:
+        with pytest.raises(torch.OutOfMemoryError):
+            torch.empty(int(total * 0.10), dtype=torch.uint8, device=device)
+        within = torch.empty(int(total * 0.01), dtype=torch.uint8, device=device)
+        del within
+    finally:
+        cap_gpu_memory_to(1.0, device)
+        torch.cuda.empty_cache()
+
+
 def test_benchmarks_report_mfu_and_cuda_memory(tmp_path):
     out = tmp_path / "bench.json"
     cmd = [sys.executable, "benchmarks/run.py", "--tiny", "--repeats", "2", "--peak-tflops", "989"]

@@ -68,7 +68,8 @@ def test_half_gpu_trials_share_one_gpu_two_at_a_time(gpu_cluster):
     assert len(runs) == SAMPLES and all(r.info.status == "FINISHED" for r in runs)
     for run in runs:
         tags = run.data.tags
-        assert tags["mtsam.gpus"] == "0" and tags["mtsam.device"] == "cpu", tags
+        assert tags["mtsam.gpus"] == "0" and tags["mtsam.gpu_share"] == "0.5", tags
+        assert tags["mtsam.device"] == "cpu", tags  # base.train.device=cpu: no memory cap to apply
         assert len(tags["mtsam.node_id"]) > 12
 
 

@@ -60,7 +60,10 @@ class BaselinesSection(_Section):
 
 class ResourcesSection(_Section):
     cpu: float = Field(1.0, gt=0.0)
-    gpu: float = Field(0.0, ge=0.0)  # fractions pack several trials per GPU (memory is not isolated)
+    gpu: float = Field(0.0, ge=0.0)  # fractions pack several trials per GPU
+    # share: a trial given 0.5 GPU may allocate at most half the card's memory (torch's per-process
+    # fraction), so one trial's growth fails that trial instead of its neighbours; unlimited: no cap
+    gpu_memory: Literal["share", "unlimited"] = "share"
 
     @field_validator("cpu", "gpu")
     @classmethod

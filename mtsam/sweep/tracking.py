@@ -149,6 +149,7 @@ PLACEMENT_TAGS = {
     "node_id": "mtsam.node_id",
     "placement/device": "mtsam.device",
     "placement/gpus": "mtsam.gpus",
+    "placement/gpu_share": "mtsam.gpu_share",
 }
 
 

@@ -82,17 +82,49 @@ def describe_device(device) -> str:
     return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
 
 
-def run_trial(config: dict, trial_base: dict, sync_epochs: frozenset[int] = frozenset()) -> None:
-    """``config``: the sampled values (Ray's nested dict); ``trial_base``: the base run config with
-    the baseline and selection metric already in; ``sync_epochs``: epochs after which the scheduler
-    may stop the trial (both passed with ``tune.with_parameters``)."""
-    import logging
+def cap_gpu_memory_to(share: float, device) -> None:
+    """Let this process allocate at most ``share`` of the GPU's memory (beyond it, torch raises
+    OutOfMemoryError in this trial instead of a neighbour on the same card running out)."""
+    import torch
 
+    torch.cuda.set_per_process_memory_fraction(share, device)
+
+
+def placement(run_config, cap_gpu_memory: bool) -> dict:
+    """Where this trial runs (node, GPU ids, GPU share) as result fields; on a fractional GPU, caps
+    the trial's CUDA memory at its share. A GPU that torch cannot see is an error: training on the
+    CPU while Ray holds a GPU for the trial would be silently ~100x slower."""
     import ray
 
-    from mtsam.adapter_state import atomic_torch_save
     from mtsam.device import pick_device
     from mtsam.errors import ConfigError
+
+    context = ray.get_runtime_context()
+    node_id = context.get_node_id()
+    gpus = [str(g) for g in context.get_accelerator_ids().get("GPU", [])]
+    if gpus and run_config.train.device == "auto" and pick_device("auto").type != "cuda":
+        raise ConfigError(
+            f"resources.gpu: Ray gave this trial GPU {','.join(gpus)} on node {node_id[:12]} but "
+            f"torch sees no CUDA device (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')}"
+            f", torch {torch_version()}); set base.train.device=cpu to train on the CPU anyway"
+        )
+    share = float(context.get_assigned_resources().get("GPU", 0.0))
+    device = pick_device(run_config.train.device)
+    if cap_gpu_memory and 0 < share < 1 and device.type == "cuda":
+        cap_gpu_memory_to(share, device)
+    return {"node_id": node_id, "placement/gpus": ",".join(gpus), "placement/gpu_share": f"{share:g}"}
+
+
+def run_trial(
+    config: dict, trial_base: dict, sync_epochs: frozenset[int] = frozenset(), cap_gpu_memory: bool = True
+) -> None:
+    """``config``: the sampled values (Ray's nested dict); ``trial_base``: the base run config with
+    the baseline and selection metric already in; ``sync_epochs``: epochs after which the scheduler
+    may stop the trial; ``cap_gpu_memory``: hold a fractional-GPU trial to its share of the card's
+    memory (``resources.gpu_memory``); all passed with ``tune.with_parameters``."""
+    import logging
+
+    from mtsam.adapter_state import atomic_torch_save
     from mtsam.trainer import BEST_ADAPTER, CHECKPOINT, Trainer
 
     for name in ("ray.train", "ray.tune"):  # no "checkpoint created" / "restored" line per epoch
@@ -119,17 +151,7 @@ def run_trial(config: dict, trial_base: dict, sync_epochs: frozenset[int] = froz
                     if (Path(folder) / name).is_file():
                         shutil.copy2(Path(folder) / name, run_dir / name)
             resume_from = run_dir
-        context = ray.get_runtime_context()
-        node_id = context.get_node_id()
-        gpus = [str(g) for g in context.get_accelerator_ids().get("GPU", [])]
-        if gpus and run_config.train.device == "auto" and pick_device("auto").type != "cuda":
-            # Training on CPU while Ray holds a GPU for the trial would be silently ~100x slower.
-            raise ConfigError(
-                f"resources.gpu: Ray gave this trial GPU {','.join(gpus)} on node {node_id[:12]} but "
-                f"torch sees no CUDA device (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')}"
-                f", torch {torch_version()}); set base.train.device=cpu to train on the CPU anyway"
-            )
-        extra: dict = {"placement/gpus": ",".join(gpus)}
+        extra = placement(run_config, cap_gpu_memory)  # node_id, placement/*: in every result
 
         reporter = BackgroundReporter(sync_epochs)
         # Each epoch's training checkpoint is written by the reporter thread straight into the
@@ -147,7 +169,7 @@ def run_trial(config: dict, trial_base: dict, sync_epochs: frozenset[int] = froz
             payload, name = pending.pop("checkpoint")
             # Ray's own "timestamp" is whole seconds; timelines (benchmarks, analysis) need better.
             reporter.submit(
-                {**record, **extra, "node_id": node_id, "reported_at": time.time()},
+                {**record, **extra, "reported_at": time.time()},
                 snapshot,
                 prepare=lambda: atomic_torch_save(payload, snapshot / name),
             )

@@ -95,7 +95,12 @@ def decision_epochs(plan: SweepPlan) -> frozenset[int]:
 
 def trainable(plan: SweepPlan, trial_base: dict):
     res = plan.config.resources
-    fn = tune.with_parameters(run_trial, trial_base=trial_base, sync_epochs=decision_epochs(plan))
+    fn = tune.with_parameters(
+        run_trial,
+        trial_base=trial_base,
+        sync_epochs=decision_epochs(plan),
+        cap_gpu_memory=res.gpu_memory == "share",
+    )
     return tune.with_resources(fn, {"cpu": res.cpu, "gpu": res.gpu})
 
 
