@@ -58,6 +58,16 @@ def test_dry_run_prints_plan_and_creates_nothing(tmp_path, capsys):
     assert not storage.exists()
 
 
+def test_dry_run_says_how_fractional_gpus_share_memory(tmp_path, capsys):
+    base = ["--dry-run", "--storage", str(tmp_path / "r"), "--set", "resources.gpu=0.5"]
+    assert main([*base, "--address", "ray://head:10001"]) == 0  # GPUs on the cluster, not here
+    assert "0.5 GPU (CUDA memory capped at that share) per trial" in capsys.readouterr().out
+    assert main([*base, "--address", "ray://head:10001", "--set", "resources.gpu_memory=unlimited"]) == 0
+    assert "0.5 GPU (memory not capped) per trial" in capsys.readouterr().out
+    assert main([*base, "--set", "resources.gpu_memory=isolated"]) == 2
+    assert "resources.gpu_memory" in capsys.readouterr().err
+
+
 def test_paper_configs_dry_run(tmp_path, capsys):
     data = tmp_path / "nyuv2"
     data.mkdir()

@@ -44,6 +44,8 @@ def describe_plan(plan: SweepPlan) -> str:
     if not params:
         lines.append("    (empty: every trial runs the base config)")
     gpu = f", {res.gpu:g} GPU" if res.gpu else ", no GPU"
+    if 0 < res.gpu < 1:
+        gpu += " (CUDA memory capped at that share)" if res.gpu_memory == "share" else " (memory not capped)"
     where = cfg.ray.address or f"local, {cfg.ray.num_cpus or 'all'} CPUs"
     precision = train.get("precision", "auto")
     note = " (bf16 on CUDA)" if precision == "auto" else ""
