@@ -13,7 +13,7 @@ from conftest import INLINE_BASELINE as BASELINE
 from conftest import ray_cluster, run_search
 from mlflow import MlflowClient
 
-NAME, SAMPLES, EPOCHS = "gpus", 4, 2
+NAME, SAMPLES, EPOCHS = "gpus", 4, 3
 
 
 @pytest.fixture(scope="module")
