@@ -40,5 +40,11 @@ def autocast_for(device: torch.device, precision: str = "auto") -> Callable[[], 
     return nullcontext
 
 
+def cap_gpu_memory_to(share: float, device: torch.device) -> None:
+    """Let this process allocate at most ``share`` of the GPU's memory: beyond it torch raises
+    OutOfMemoryError here, instead of a neighbour sharing the card running out (fractional GPUs)."""
+    torch.cuda.set_per_process_memory_fraction(share, device)
+
+
 def precision_name(device: torch.device, precision: str) -> str:
     return "bf16 autocast" if uses_bf16(device, precision) else "float32"

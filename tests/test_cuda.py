@@ -74,7 +74,7 @@ def test_adapted_layer_in_bf16_matches_float32():
 
 def test_a_fractional_trial_cannot_take_more_than_its_share_of_gpu_memory():
     """``resources.gpu_memory: share``: the cap a trial with ``gpu: 0.05`` would get."""
-    from mtsam.sweep.trainable import cap_gpu_memory_to
+    from mtsam.device import cap_gpu_memory_to
 
     device = torch.device("cuda", 0)
     total = torch.cuda.get_device_properties(device).total_memory

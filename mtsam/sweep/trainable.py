@@ -82,21 +82,13 @@ def describe_device(device) -> str:
     return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
 
 
-def cap_gpu_memory_to(share: float, device) -> None:
-    """Let this process allocate at most ``share`` of the GPU's memory (beyond it, torch raises
-    OutOfMemoryError in this trial instead of a neighbour on the same card running out)."""
-    import torch
-
-    torch.cuda.set_per_process_memory_fraction(share, device)
-
-
 def placement(run_config, cap_gpu_memory: bool) -> dict:
     """Where this trial runs (node, GPU ids, GPU share) as result fields; on a fractional GPU, caps
     the trial's CUDA memory at its share. A GPU that torch cannot see is an error: training on the
     CPU while Ray holds a GPU for the trial would be silently ~100x slower."""
     import ray
 
-    from mtsam.device import pick_device
+    from mtsam.device import cap_gpu_memory_to, pick_device
     from mtsam.errors import ConfigError
 
     context = ray.get_runtime_context()
