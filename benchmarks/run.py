@@ -28,7 +28,7 @@ from benchmarks.layer import bench_p1  # noqa: E402
 from benchmarks.reference import reference_backward  # noqa: E402
 from benchmarks.steps import build_setup, ours_backward, ours_step, reference_step, step_flops  # noqa: E402
 from benchmarks.timing import interleaved, paired_figure, summary  # noqa: E402
-from mtsam.device import pick_device, precision_name  # noqa: E402
+from mtsam.device import PRECISIONS, pick_device, precision_name  # noqa: E402
 
 TORA = {"type": "tora", "ranks": [32, 32, 4], "dropout": 0.1}  # the reference run's adapter
 NYU_HW = [288, 384]
@@ -74,7 +74,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument(
         "--precision",
-        choices=["auto", "fp32", "bf16"],
+        choices=PRECISIONS,
         default="auto",
         help="auto: bf16 autocast on CUDA, float32 on CPU (as the trainer's train.precision)",
     )

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from .cli_common import Parser, run_cli
+from .device import PRECISIONS, autocast_for, pick_device
 from .errors import CheckpointError, DataError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
@@ -30,7 +31,7 @@ def build_parser() -> Parser:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--sam-checkpoint", help="SAM .pth if the one recorded in the adapter moved")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"], help="auto: bf16 on CUDA")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS, help="auto: bf16 on CUDA")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
@@ -88,7 +89,6 @@ def main_args(args) -> int:
     from PIL import Image
 
     from .adapter_state import load_adapter
-    from .device import autocast_for, pick_device
     from .trainer import BEST_ADAPTER
 
     ckpt = Path(args.checkpoint)

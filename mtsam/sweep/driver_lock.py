@@ -58,7 +58,7 @@ class DriverLock:
 
     def clear_stale_journal_lock(self, journal: Path) -> bool:
         """Remove the Optuna journal's lock file; only safe (and only done) while this lock is held."""
-        if self._fd is None or journal.suffix == ".db":
+        if self._fd is None:
             return False
         stale = journal.with_name(journal.name + JOURNAL_LOCK_SUFFIX)
         try:

@@ -83,7 +83,7 @@ def describe_device(device) -> str:
 
 
 def placement(run_config, cap_gpu_memory: bool) -> dict:
-    """Where this trial runs (node, GPU ids, GPU share) as result fields; on a fractional GPU, caps
+    """Where this trial runs (node, device, GPU ids, GPU share) as result fields; on a fractional GPU, caps
     the trial's CUDA memory at its share. A GPU that torch cannot see is an error: training on the
     CPU while Ray holds a GPU for the trial would be silently ~100x slower."""
     import ray
@@ -94,17 +94,22 @@ def placement(run_config, cap_gpu_memory: bool) -> dict:
     context = ray.get_runtime_context()
     node_id = context.get_node_id()
     gpus = [str(g) for g in context.get_accelerator_ids().get("GPU", [])]
-    if gpus and run_config.train.device == "auto" and pick_device("auto").type != "cuda":
+    device = pick_device(run_config.train.device)  # the trainer's choice, made the same way
+    if gpus and run_config.train.device == "auto" and device.type != "cuda":
         raise ConfigError(
             f"resources.gpu: Ray gave this trial GPU {','.join(gpus)} on node {node_id[:12]} but "
             f"torch sees no CUDA device (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')}"
             f", torch {torch_version()}); set base.train.device=cpu to train on the CPU anyway"
         )
     share = float(context.get_assigned_resources().get("GPU", 0.0))
-    device = pick_device(run_config.train.device)
     if cap_gpu_memory and 0 < share < 1 and device.type == "cuda":
         cap_gpu_memory_to(share, device)
-    return {"node_id": node_id, "placement/gpus": ",".join(gpus), "placement/gpu_share": f"{share:g}"}
+    return {
+        "node_id": node_id,
+        "placement/device": describe_device(device),
+        "placement/gpus": ",".join(gpus),
+        "placement/gpu_share": f"{share:g}",
+    }
 
 
 def run_trial(
@@ -175,7 +180,6 @@ def run_trial(
             write_checkpoint=defer_write,
         )
         extra.update({f"model/{k}_params": v for k, v in trainer.model.parameter_summary().items()})
-        extra["placement/device"] = describe_device(trainer.device)
         try:
             trainer.fit()
         except NonFiniteLoss as exc:
