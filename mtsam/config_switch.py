@@ -4,7 +4,8 @@ A config file written for ToRA carries ``adapter.ranks``; LoRA has no such field
 override would fail with "unknown key". When an override changes ``adapter.type`` or
 ``weighting.method``, the keys of that section that the new family does not know are dropped, and
 one ``note:`` line says which. Keys the user sets in the same command are never dropped: with a
-wrong one nothing is dropped and validation names it (one error line, no note). An unknown family name drops nothing (validation names it).
+wrong one nothing is dropped and validation names it (one error line, no note). An unknown
+family name drops nothing (validation names it).
 """
 
 from __future__ import annotations
@@ -65,8 +66,7 @@ def drop_foreign_keys(
             switched.append(f"{'.'.join(path)}={value}")
     if dropped:
         message = (
-            f"note: {', '.join(switched)}: dropped {', '.join(dropped)} "
-            "(not options of the chosen family)"
+            f"note: {', '.join(switched)}: dropped {', '.join(dropped)} (not options of the chosen family)"
         )
         (note or _stderr)(message)
     return dropped
