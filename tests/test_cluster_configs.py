@@ -244,3 +244,31 @@ def test_mlflow_script_rejects_bad_arguments(tmp_path):
     )
     assert result.returncode == 2 and "--port must be a number" in result.stderr
     assert not (tmp_path / "server.pid").exists()
+
+
+# --- SLURM ----------------------------------------------------------------------------------------
+
+SLURM = REPO / "cluster-slurm.sh"
+
+
+def test_slurm_script_parses_and_has_its_settings_on_top():
+    subprocess.run(["bash", "-n", str(SLURM)], check=True)
+    text = SLURM.read_text()
+    sbatch = [line for line in text.splitlines() if line.startswith("#SBATCH")]
+    for option in ("--nodes=", "--gpus-per-task=", "--cpus-per-task=", "--time="):
+        assert any(option in line for line in sbatch), option
+    # sbatch reads #SBATCH lines only before the first command
+    first_command = next(i for i, line in enumerate(text.splitlines()) if line and not line.startswith("#"))
+    assert all(text.splitlines().index(line) < first_command for line in sbatch)
+
+
+def test_slurm_ray_start_commands_are_the_documented_ones():
+    script = [line.strip() for line in SLURM.read_text().splitlines() if line.strip().startswith("ray start")]
+    docs = (REPO / "docs" / "CLUSTER.md").read_text()
+    assert len(script) == 2 and any("--head" in c for c in script)
+    for command in script:
+        assert command in docs, f"docs/CLUSTER.md does not show: {command}"
+    assert all("--block" in c for c in script)  # srun steps live as long as their Ray node
+    assert "--dashboard-host=127.0.0.1" in script[0]
+    assert "tune/mlflow-server.sh start" in SLURM.read_text()
+    assert re.search(r"python tune/search\.py .*--address auto", SLURM.read_text())
