@@ -49,5 +49,13 @@ cluster-down: $(STAMP)
 	-RAY_AUTH_MODE=token $(VENV)/bin/ray exec $(CLUSTER) 'bash ~/mtsam-tune/tune/mlflow-server.sh stop --dir ~/mlflow'
 	RAY_AUTH_MODE=token $(VENV)/bin/ray down -y $(CLUSTER)
 
+# Real-parts smoke tests of the cluster paths (root, Debian; not in `make test`: minutes each).
+# See docs/CLUSTER.md for what they do and their measured times.
+cluster-smoke: $(STAMP)
+	bash tests/smoke/cluster-smoke.sh
+
+slurm-smoke: $(STAMP)
+	bash tests/smoke/slurm-smoke.sh
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

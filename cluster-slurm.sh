@@ -16,6 +16,7 @@
 ##SBATCH --partition=gpu           # uncomment and set for your site
 #
 # Everything else is an environment variable with a default (export it or edit it here):
+USER=${USER:-$(id -un)}
 PROJECT=${MTSAM_PROJECT:-${SLURM_SUBMIT_DIR:-$PWD}}           # this checkout, on the shared filesystem
 VENV=${MTSAM_VENV:-$PROJECT/.venv}                             # its venv (make install), on every node
 CONFIG=${MTSAM_SWEEP_CONFIG:-tune/configs/nyuv2.yaml}
@@ -39,6 +40,11 @@ head_node=${node_list[0]}
 head_ip=${MTSAM_HEAD_IP:-$(srun --nodes=1 --ntasks=1 -w "$head_node" hostname --ip-address | awk '{print $1}')}
 # --address auto finds exactly this cluster (RAY_ADDRESS is what "auto" reads first).
 export RAY_ADDRESS=$head_ip:$RAY_PORT
+# Ray token authentication with a fresh token per job, passed to every srun step in the
+# environment (readable by this user only): other users on a shared node cannot join or submit.
+export RAY_AUTH_MODE=token
+RAY_AUTH_TOKEN=${RAY_AUTH_TOKEN:-$(python -c "import secrets; print(secrets.token_hex(32))")}
+export RAY_AUTH_TOKEN
 cpus=${SLURM_CPUS_PER_TASK:-1}
 gpus=${SLURM_GPUS_PER_TASK:-0}
 

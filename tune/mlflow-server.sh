@@ -72,10 +72,13 @@ start() {
     wait_healthy "$pid" && return 0
     echo "mlflow-server.sh: pid $pid does not answer on port $port; run '$0 stop' first" >&2; return 1
   fi
+  # uvicorn kills a worker that does not answer its health ping within 5 s (its default); on a
+  # busy head a worker still importing MLflow misses it, and the server restarts workers forever.
   # setsid: its own process group (stop kills the workers too) and no tie to Ray's SSH session;
   # 9>&- so the server does not inherit the lock.
   setsid "$mlflow_bin" server --backend-store-uri "$backend" --artifacts-destination "$artifacts" \
     --host 127.0.0.1 --port "$port" --workers "${MTSAM_MLFLOW_WORKERS:-2}" \
+    --uvicorn-opts "--timeout-worker-healthcheck ${MTSAM_MLFLOW_HEALTHCHECK_S:-120}" \
     >"$log" 2>&1 </dev/null 9>&- &
   pid=$!
   echo "$pid" >"$pidfile"
