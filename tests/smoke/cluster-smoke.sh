@@ -19,6 +19,7 @@ stamp() { echo "[cluster-smoke +$(( $(date +%s) - t0 ))s] $*"; }
 NODE_USER=${SMOKE_USER:-mtsam-smoke}
 CACHE=${SMOKE_CACHE:-/var/cache/mtsam-cluster-smoke}
 WORK=$(mktemp -d /tmp/mtsam-cluster-smoke.XXXXXX)
+NODE_TMP=/tmp/mcs-$$   # the node's Ray temp dir: short, Ray's unix socket paths must stay < 108 bytes
 chmod 755 "$WORK"
 PY=$REPO/.venv/bin/python
 free_port() { "$PY" -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])"; }
@@ -35,8 +36,11 @@ cleanup() {
     for pid in $(pgrep -u "$NODE_USER"); do kill "$pid" 2>/dev/null; done
     sleep 2
     for pid in $(pgrep -u "$NODE_USER"); do kill -9 "$pid" 2>/dev/null; done
-    userdel "$NODE_USER" 2>/dev/null   # its home stays in $CACHE for the venv (the rest is reset next run)
+    # its home stays in $CACHE for the venv (the rest is reset next run); userdel refuses while a
+    # killed process is not reaped yet
+    for _ in $(seq 1 20); do userdel "$NODE_USER" 2>/dev/null && break; sleep 0.5; done
   fi
+  rm -rf "$NODE_TMP"
   [ "$rc" = 0 ] && rm -rf "$WORK" || echo "cluster-smoke: FAILED (rc $rc), files kept in $WORK" >&2
   exit "$rc"
 }
@@ -73,9 +77,9 @@ install -m 600 -o "$NODE_USER" "$WORK/ssh/id_ed25519.pub" "$home/.ssh/authorized
 # The node's environment for Ray: loopback addresses, a private temp dir (no other ray.init()
 # on this machine finds this cluster), no usage stats. Ray's launcher sources ~/.bashrc.
 cat >>"$home/.bashrc" <<EOF
-export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 RAY_TMPDIR=$WORK/node-ray RAY_USAGE_STATS_ENABLED=0
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 RAY_TMPDIR=$NODE_TMP RAY_USAGE_STATS_ENABLED=0
 EOF
-install -d -o "$NODE_USER" "$WORK/node-ray"   # short: Ray's unix socket paths must stay < 108 bytes
+install -d -o "$NODE_USER" "$NODE_TMP"
 SSH_PORT=$(free_port)
 cat >"$WORK/ssh/sshd_config" <<EOF
 ListenAddress 127.0.0.1
@@ -146,7 +150,9 @@ ssh_node "test -f ~/mtsam-tune/mtsam/data/__init__.py && ~/venv/bin/python -c 'i
 
 stamp "2-trial sweep by ray job submit (dashboard port-forward)"
 JOB_PORT=$(free_port)
-setsid ray dashboard -p "$JOB_PORT" --remote-port "$DASH" "$YAML" >"$WORK/dashboard-forward.log" 2>&1 &
+# `ray dashboard` keeps its forward while its SSH session has a terminal to read; give it a stdin
+# that stays open (in a terminal you just leave it running).
+setsid bash -c "sleep 100000 | ray dashboard -p $JOB_PORT --remote-port $DASH $YAML" >"$WORK/dashboard-forward.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 60); do nc -z 127.0.0.1 "$JOB_PORT" 2>/dev/null && break; sleep 1; done
 t_job=$(date +%s)

@@ -27,8 +27,10 @@ cleanup() {
     for _ in $(seq 1 60); do [ -z "$(timeout 5 squeue -h -j "$job" 2>/dev/null)" ] && break; sleep 1; done
   fi
   for ((i = ${#pids[@]} - 1; i >= 0; i--)); do kill "${pids[$i]}" 2>/dev/null; done
-  sleep 1
-  for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null; done
+  for _ in $(seq 1 20); do alive=0; for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && break; sleep 0.5; done
+  for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null; done
+  wait 2>/dev/null
   [ "$rc" = 0 ] && rm -rf "$WORK" || echo "slurm-smoke: FAILED (rc $rc), files kept in $WORK" >&2
   exit "$rc"
 }
