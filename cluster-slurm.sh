@@ -54,7 +54,7 @@ cleanup() {
     mkdir -p "$MLFLOW_KEEP" && cp -a "$MLFLOW_DIR/mlflow.db" "$MLFLOW_KEEP/mlflow.db.tmp" &&
       mv "$MLFLOW_KEEP/mlflow.db.tmp" "$MLFLOW_KEEP/mlflow.db" && echo "MLflow store saved to $MLFLOW_KEEP/mlflow.db"
   fi
-  kill $(jobs -p) 2>/dev/null || true   # the srun steps of `ray start --block` end their Ray nodes
+  kill $(jobs -p) 2>/dev/null || true   # ending the srun steps of `ray start --block` ends their Ray nodes
   wait || true
 }
 trap cleanup EXIT
@@ -63,8 +63,11 @@ echo "head: $head_node ($head_ip:$RAY_PORT), workers: ${node_list[*]:1}"
 # shellcheck disable=SC2086  # RAY_HEAD_ARGS is a list of flags
 srun --nodes=1 --ntasks=1 -w "$head_node" \
   ray start --head --node-ip-address="$head_ip" --port="$RAY_PORT" --num-cpus="$cpus" --num-gpus="$gpus" --dashboard-host=127.0.0.1 $RAY_HEAD_ARGS --block &
-for _ in $(seq 1 120); do ray status --address "$RAY_ADDRESS" >/dev/null 2>&1 && break; sleep 1; done
-ray status --address "$RAY_ADDRESS" >/dev/null || { echo "Ray head did not come up" >&2; exit 1; }
+deadline=$((SECONDS + 300))
+until ray status --address "$RAY_ADDRESS" >/dev/null 2>&1; do
+  [ "$SECONDS" -lt "$deadline" ] || { echo "Ray head did not come up within 300 s" >&2; exit 1; }
+  sleep 2
+done
 
 for node in "${node_list[@]:1}"; do
   srun --nodes=1 --ntasks=1 -w "$node" \

@@ -51,6 +51,18 @@ with urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/health", timeout=3)
 EOF
 }
 
+warm_up() {
+  # /health answers before the workers have built their store: the first API call can take a
+  # minute on a busy head, longer than a client's timeout (the sweep driver's is 10 s). Make a few
+  # real calls now (spread over the workers), so "running" means "answers API calls".
+  "$python_bin" - "$port" <<'EOF' >/dev/null 2>&1
+import sys, urllib.request
+url = f"http://127.0.0.1:{sys.argv[1]}/api/2.0/mlflow/experiments/search?max_results=1"
+for _ in range(4):
+    urllib.request.urlopen(url, timeout=300).read()
+EOF
+}
+
 our_pid() {  # the pid in the pidfile, if that process is alive and is an mlflow server
   [ -f "$pidfile" ] || return 1
   local pid; pid=$(cat "$pidfile")
@@ -89,7 +101,10 @@ wait_healthy() {
   local pid=$1 t=0
   while [ "$t" -lt "$timeout" ]; do
     kill -0 "$pid" 2>/dev/null || return 1
-    if healthy; then echo "mlflow server running (pid $pid) at http://127.0.0.1:$port, store $backend, log $log"; return 0; fi
+    if healthy; then
+      warm_up || { echo "mlflow-server.sh: /health answers but API calls fail; see $log" >&2; return 1; }
+      echo "mlflow server running (pid $pid) at http://127.0.0.1:$port, store $backend, log $log"; return 0
+    fi
     sleep 1; t=$((t + 1))
   done
   return 1

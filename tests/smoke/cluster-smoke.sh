@@ -156,8 +156,9 @@ setsid bash -c "sleep 100000 | ray dashboard -p $JOB_PORT --remote-port $DASH $Y
 pids+=($!)
 for _ in $(seq 1 60); do nc -z 127.0.0.1 "$JOB_PORT" 2>/dev/null && break; sleep 1; done
 t_job=$(date +%s)
+# MLFLOW_HTTP_REQUEST_TIMEOUT: the driver's default 10 s is too short on a 2-core machine at load 40
 ray job submit --address "http://127.0.0.1:$JOB_PORT" -- bash -c \
-  "cd ~/mtsam-tune && ~/venv/bin/python tune/search.py --address auto --name smoke --num-samples 2 \
+  "cd ~/mtsam-tune && MLFLOW_HTTP_REQUEST_TIMEOUT=60 ~/venv/bin/python tune/search.py --address auto --name smoke --num-samples 2 \
    --epochs 1 --max-concurrent 2 --tracking-uri http://127.0.0.1:$MLFLOW" >"$WORK/job.log" 2>&1 ||
   { tail -n 60 "$WORK/job.log"; exit 1; }
 job_s=$(( $(date +%s) - t_job ))
