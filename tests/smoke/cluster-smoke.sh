@@ -182,6 +182,8 @@ stamp "make cluster-down (MLflow server stop + ray down -y)"
 t_down=$(date +%s)
 make -s cluster-down CLUSTER="$YAML" >"$WORK/ray-down.log" 2>&1 || { tail -n 40 "$WORK/ray-down.log"; exit 1; }
 down_s=$(( $(date +%s) - t_down ))
+# the port-forwards first: `ray dashboard` keeps a `while true; do sleep 86400; done` on the node
+for pid in "${pids[@]:1}"; do kill -- "-$pid" 2>/dev/null || kill "$pid" 2>/dev/null; done
 sleep 2
 left=$(pgrep -u "$NODE_USER" -a | grep -v -E "sshd|bash$" || true)
 [ -z "$left" ] || { echo "still running after cluster-down:" >&2; echo "$left" >&2; exit 1; }
