@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint format bench bench-full mlflow-ui clean
+.PHONY: install demo test test-fast lint format bench bench-full mlflow-ui cluster-down cluster-smoke slurm-smoke clean
 
 # (Re)install whenever pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -41,6 +41,21 @@ bench-full: $(STAMP)
 # Local MLflow UI on the default store of `python tune/search.py` (binds 127.0.0.1 only).
 mlflow-ui: $(STAMP)
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/runs/mlflow.db --host 127.0.0.1 --port 5000
+
+# Tear a launcher cluster down, MLflow server included: `ray down` runs only `ray stop` on the head,
+# so on machines that outlive the cluster (cluster-onprem.yaml) the server would keep running.
+CLUSTER ?= cluster-onprem.yaml
+cluster-down: $(STAMP)
+	-RAY_AUTH_MODE=token $(VENV)/bin/ray exec $(CLUSTER) 'bash ~/mtsam-tune/tune/mlflow-server.sh stop --dir ~/mlflow'
+	RAY_AUTH_MODE=token $(VENV)/bin/ray down -y $(CLUSTER)
+
+# Real-parts smoke tests of the cluster paths (root, Debian; not in `make test`: minutes each).
+# See docs/CLUSTER.md for what they do and their measured times.
+cluster-smoke: $(STAMP)
+	bash tests/smoke/cluster-smoke.sh
+
+slurm-smoke: $(STAMP)
+	bash tests/smoke/slurm-smoke.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
