@@ -21,11 +21,13 @@ import pandas as pd
 from analysis.delta import SPLITS
 from analysis.errors import AnalysisError
 from analysis.frames import TrialRecord, build_trials
+from analysis.outcome import OUTCOME_TAG, PLANNED_TAG, STOPPED_AT_TAG
 from analysis.params import parse_params
 from analysis.sweep import Sweep
 
 ROLE_TAG, TRIAL_ID_TAG, PARENT_TAG = "mtsam.role", "mtsam.trial_id", "mlflow.parentRunId"
 BASELINE_ARTIFACT = "baseline.json"
+OUTCOME_TAGS = (OUTCOME_TAG, STOPPED_AT_TAG, PLANNED_TAG)
 _PAGE = 1000
 
 
@@ -121,7 +123,7 @@ def _load(uri: str, experiment: str | None, parent_run_id: str | None, split: st
             f"sweep {where} at {uri} has no trial runs; expected child runs with tag {ROLE_TAG}=trial"
         )
     baseline = _read_baseline(client, parent.info.run_id) if parent is not None else None
-    base_runs = _search(client, exp.experiment_id, f"tags.`{ROLE_TAG}` = 'baseline'")
+    base_runs = _baseline_runs(client, exp.experiment_id, parent)
     base_frame = build_trials([_record(client, r) for r in base_runs])[0] if base_runs else pd.DataFrame()
     return Sweep.from_records(
         exp.name,
@@ -133,7 +135,36 @@ def _load(uri: str, experiment: str | None, parent_run_id: str | None, split: st
         tags=dict(parent.data.tags) if parent is not None else {},
         baseline_runs=base_frame,
         notes=tuple(notes),
+        parent_metrics=dict(parent.data.metrics) if parent is not None else {},
     )
+
+
+def _baseline_runs(client: Any, experiment_id: str, parent: Any) -> list[Any]:
+    """The runs the parent's tag ``mtsam.baseline_runs`` names (they may live in an earlier sweep's
+    experiment), else the experiment's ``mtsam.role=baseline`` runs."""
+    from mlflow.exceptions import MlflowException
+
+    ids = (parent.data.tags.get("mtsam.baseline_runs", "") if parent is not None else "").split(",")
+    runs = []
+    for run_id in (i.strip() for i in ids if i.strip()):
+        with contextlib.suppress(MlflowException):  # a deleted run: the baseline.json still holds it
+            runs.append(client.get_run(run_id))
+    return runs or _search(client, experiment_id, f"tags.`{ROLE_TAG}` = 'baseline'")
+
+
+def latest_sweep_experiment(tracking_uri: str) -> str:
+    """Name of the experiment holding the store's most recent sweep (what ``make demo`` just ran)."""
+    check_tracking_uri(tracking_uri)
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiments = [e.experiment_id for e in client.search_experiments(max_results=1000)]
+    runs = client.search_runs(
+        experiments, f"tags.`{ROLE_TAG}` = 'sweep'", max_results=1, order_by=["attributes.start_time DESC"]
+    )
+    if not runs:
+        raise AnalysisError(f"tracking URI {tracking_uri} holds no sweep (no run with {ROLE_TAG}=sweep)")
+    return client.get_experiment(runs[0].info.experiment_id).name
 
 
 def _get_run(client: Any, run_id: str, uri: str) -> Any:
@@ -171,6 +202,7 @@ def _record(client: Any, run: Any) -> TrialRecord:
         "device": tags.get("mtsam.device"),
         "start_time": info.start_time,
         "end_time": info.end_time,
+        "outcome_tags": {k: v for k, v in tags.items() if k in OUTCOME_TAGS},
     }
     by_epoch: dict[int, dict[str, Any]] = {}
     for key in run.data.metrics:

@@ -1,32 +1,36 @@
 """Figures of a sweep. Built on ``matplotlib.figure.Figure`` (no pyplot state), so they render with
-any backend — Agg headless, inline in a notebook — and never leak open figures."""
+any backend — Agg headless, inline in a notebook — and never leak open figures.
+
+Conventions (``analysis.outcome``): full-budget trials are filled markers and alone set the axis
+ranges and the "best" lines; early-stopped trials are hollow markers labelled "stopped@E" (a value
+of a shorter run, shown for context only). Δb axes carry a zero line (= the single-task baseline).
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import EngFormatter, MaxNLocator
 
 from analysis.errors import AnalysisError
+from analysis.labels import header, is_delta_b
+from analysis.outcome import full_budget, stopped_early
 from analysis.pareto import pareto_front
 
-LABELS = {
-    "delta_b_task": "Δb task-averaged (%) ↑",
-    "delta_b_metric": "Δb metric-averaged (%) ↑",
-    "trainable_params": "trainable parameters ↓",
-    "val/delta_b_task": "val Δb task-averaged (%) ↑",
-    "train/loss/total": "train loss (total) ↓",
-}
+LABELS = {"val/delta_b_task": "val Δb task-avg (%) ↑"}  # kept for older callers
 
 
 def label(column: str) -> str:
-    return LABELS.get(column, column)
+    return LABELS.get(column) or header(column)
 
 
-def save_figure(fig: Figure, path: str | Path, dpi: int = 150) -> Path:
+def save_figure(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
     path = Path(path)
     fig.savefig(path, dpi=dpi, bbox_inches="tight", format="png")
     return path
@@ -37,6 +41,57 @@ def _colors(keys: Sequence[object]) -> dict[object, tuple]:
 
     cmap = colormaps["tab10"]
     return {k: cmap(i % 10) for i, k in enumerate(keys)}
+
+
+def _value_axis(ax: Axes, column: str, values: pd.Series, axis: str = "y") -> None:
+    """Range from the full-budget values only (plus the zero line of a Δb axis)."""
+    vals = pd.to_numeric(values, errors="coerce").dropna().astype(float)
+    if is_delta_b(column):
+        (ax.axhline if axis == "y" else ax.axvline)(0, color="0.25", lw=0.9, ls="--", zorder=1)
+        vals = pd.concat([vals, pd.Series([0.0])])
+    if vals.empty:
+        return
+    lo, hi = float(vals.min()), float(vals.max())
+    pad = (hi - lo) * 0.08 or max(abs(hi) * 0.1, 1e-3)
+    (ax.set_ylim if axis == "y" else ax.set_xlim)(lo - pad, hi + pad)
+
+
+def _stopped_note(trials: pd.DataFrame, shown: pd.DataFrame, column: str) -> str:
+    if shown.empty:
+        return ""
+    full = pd.to_numeric(full_budget(trials)[column], errors="coerce").dropna()
+    outside = 0 if full.empty else int(((shown[column] < full.min()) | (shown[column] > full.max())).sum())
+    return f"; {outside} stopped trial(s) outside the range not drawn" if outside else ""
+
+
+def _scatter_trials(ax: Axes, trials: pd.DataFrame, x: str, y: str, color="C0", label_full="full budget"):
+    full = full_budget(trials)
+    full = full[full[x].notna() & full[y].notna()]
+    stop = stopped_early(trials)
+    stop = stop[stop[x].notna() & stop[y].notna()]
+    ax.scatter(full[x].astype(float), full[y].astype(float), color=color, s=30, zorder=3, label=label_full)
+    if len(stop):
+        ax.scatter(
+            stop[x].astype(float),
+            stop[y].astype(float),
+            facecolors="none",
+            edgecolors=color,
+            s=30,
+            zorder=3,
+            label="stopped early (hollow)",
+        )
+        for _, row in stop.iterrows():
+            ax.annotate(
+                f"stopped@{int(row['stopped_at_epoch'])}"
+                if pd.notna(row.get("stopped_at_epoch"))
+                else "stopped",
+                (float(row[x]), float(row[y])),
+                textcoords="offset points",
+                xytext=(4, -9),
+                fontsize=7,
+                color="0.35",
+            )
+    return full, stop
 
 
 def default_curve_metrics(history: pd.DataFrame) -> list[str]:
@@ -53,40 +108,77 @@ def plot_learning_curves(
     metrics: Sequence[str] | None = None,
     hue: str = "weighting",
 ) -> Figure:
-    """One panel per metric, one line per trial over epochs, coloured by ``hue`` (a trials column)."""
+    """One panel per metric, one line per trial over epochs, coloured by ``hue``; early-stopped
+    trials dashed with a hollow last point."""
     metrics = list(metrics) if metrics else default_curve_metrics(history)
     if history.empty or not metrics:
         raise AnalysisError("no per-epoch history to plot; expected metrics logged at step = epoch")
     groups = pd.Series("all", index=history.index)
-    if trials is not None and hue in trials.columns:
-        groups = history["run_id"].map(trials.set_index("run_id")[hue].astype(str)).fillna("?")
+    by_run = trials.set_index("run_id") if trials is not None else None
+    if by_run is not None and hue in by_run.columns:
+        groups = history["run_id"].map(by_run[hue].astype(str)).fillna("?")
+    stopped = set()
+    if by_run is not None and "outcome" in by_run.columns:
+        stopped = set(by_run.index[by_run["outcome"] == "stopped_early"])
     colors = _colors(list(dict.fromkeys(groups)))
-    fig = Figure(figsize=(5 * len(metrics), 3.6), layout="constrained")
+    fig = Figure(figsize=(5.2 * len(metrics), 3.8), layout="constrained")
     axes = fig.subplots(1, len(metrics), squeeze=False)[0]
     for ax, metric in zip(axes, metrics):
         if metric not in history.columns:
             raise AnalysisError(f"metric '{metric}' is not in the history")
         seen = set()
-        for _, rows in history.groupby("run_id", sort=False):
+        for run_id, rows in history.groupby("run_id", sort=False):
             rows = rows[rows[metric].notna()]
-            group = groups.loc[rows.index[0]] if len(rows) else None
-            if group is None:
+            if not len(rows):
                 continue
+            group = groups.loc[rows.index[0]]
+            dashed = run_id in stopped
             ax.plot(
                 rows["epoch"],
                 rows[metric],
                 marker="o",
                 ms=3,
+                ls="--" if dashed else "-",
                 color=colors[group],
                 label=None if group in seen else group,
             )
+            if dashed:
+                last = rows.iloc[-1]
+                ax.scatter(
+                    [last["epoch"]], [last[metric]], s=40, facecolors="white", edgecolors=colors[group]
+                )
             seen.add(group)
+        if is_delta_b(metric):
+            ax.axhline(0, color="0.25", lw=0.9, ls="--")
         ax.set_xlabel("epoch")
+        ax.set_ylabel(label(metric))
         ax.set_title(label(metric), fontsize=10)
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
     if trials is not None and hue in trials.columns:
-        axes[-1].legend(title=hue, fontsize=8)
+        axes[-1].legend(title=f"{hue} (dashed: stopped early)", fontsize=8, title_fontsize=8)
+    fig.suptitle("Learning curves per trial (validation metrics of each epoch)", fontsize=11)
     return fig
+
+
+def pareto_x(trials: pd.DataFrame) -> tuple[str | None, str]:
+    """The parameter count that differs between trials, for the Pareto x axis, and a note.
+
+    Adapter parameters when they vary (decoders and norms are the same for every trial), else
+    trainable parameters when they vary; None when every trial trains as many parameters."""
+    full = full_budget(trials)
+    for column in ("adapter_params", "trainable_params"):
+        if column in full.columns and full[column].dropna().nunique() > 1:
+            return column, ""
+    if "trainable_params" in full.columns and full["trainable_params"].notna().any():
+        n = int(full["trainable_params"].dropna().iloc[0])
+        adapter = full["adapter_params"].dropna() if "adapter_params" in full.columns else pd.Series([])
+        share = f"; adapter: {int(adapter.iloc[0]):,}" if len(adapter) else ""
+        return None, (
+            f"every full-budget trial trains {n:,} parameters{share}: the count does not separate "
+            "trials (decoders dominate), so there is no Pareto trade-off to show"
+        )
+    return None, "no trial logged model/trainable_params"
 
 
 def plot_pareto(
@@ -96,72 +188,157 @@ def plot_pareto(
     maximize_y: bool = True,
     annotate: bool = True,
 ) -> Figure:
-    """All trials (grey) and the front of best ``y`` / min ``x`` (highlighted, joined by a step line)."""
-    points = trials[trials[x].notna() & trials[y].notna()]
+    """Full-budget trials (filled) and their front of best ``y`` / min ``x`` (red, a step line);
+    early-stopped trials hollow, not on the front."""
+    full = full_budget(trials)
+    points = full[full[x].notna() & full[y].notna()]
     if points.empty:
-        raise AnalysisError(f"no trial has both '{x}' and '{y}'")
+        raise AnalysisError(f"no full-budget trial has both '{x}' and '{y}'")
     front = pareto_front(points, {y: "max" if maximize_y else "min", x: "min"})
-    fig = Figure(figsize=(6, 4.2), layout="constrained")
+    fig = Figure(figsize=(6.4, 4.4), layout="constrained")
     ax = fig.subplots()
-    ax.scatter(points[x], points[y], color="0.65", s=25, label="trials")
-    ax.step(front[x], front[y], where="post", color="C3", lw=1.2)
-    ax.scatter(front[x], front[y], color="C3", s=45, zorder=3, label="Pareto front")
+    _scatter_trials(ax, trials, x, y, color="0.55", label_full="full-budget trials")
+    ax.step(front[x].astype(float), front[y].astype(float), where="post", color="C3", lw=1.2)
+    ax.scatter(
+        front[x].astype(float), front[y].astype(float), color="C3", s=50, zorder=4, label="Pareto front"
+    )
     if annotate:
         for _, row in front.iterrows():
             ax.annotate(
-                str(row["trial_id"]), (row[x], row[y]), textcoords="offset points", xytext=(4, 4), fontsize=8
+                str(row["trial_id"]),
+                (float(row[x]), float(row[y])),
+                textcoords="offset points",
+                xytext=(4, 4),
+                fontsize=8,
             )
     xs = points[x].astype(float)
     if xs.min() > 0 and xs.max() / xs.min() > 10:
         ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # 1.2M, 350k: readable parameter counts
+    ax.tick_params(axis="x", labelrotation=0)
+    _value_axis(ax, y, points[y])
     ax.set_xlabel(label(x))
     ax.set_ylabel(label(y))
+    ax.set_title(f"Pareto front: {label(y)} vs {label(x)}", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return fig
 
 
 def plot_rank_sensitivity(
-    trials: pd.DataFrame, value: str = "delta_b_task", higher_is_better: bool = True
+    trials: pd.DataFrame, value: str = "val_delta_b_task", higher_is_better: bool = True
 ) -> Figure:
-    """``value`` against each ToRA rank R1/R2/R3: every trial as a dot, the best per setting as a line."""
+    """``value`` against each ToRA rank R1/R2/R3: each trial a dot (hollow: stopped early), the best
+    full-budget trial per setting as a line."""
     ranks = [r for r in ("R1", "R2", "R3") if r in trials.columns and trials[r].notna().any()]
     rows = trials[trials[value].notna() & (trials["status"] != "FAILED")] if ranks else trials.iloc[:0]
-    if rows.empty:
-        raise AnalysisError("no ToRA trial (param adapter.ranks) with a value to plot rank sensitivity")
-    fig = Figure(figsize=(4 * len(ranks), 3.4), layout="constrained")
+    if full_budget(rows).empty:
+        raise AnalysisError("no full-budget ToRA trial (params adapter.r1-r3) with a value to plot")
+    fig = Figure(figsize=(4.2 * len(ranks), 3.6), layout="constrained")
     axes = fig.subplots(1, len(ranks), sharey=True, squeeze=False)[0]
     for ax, rank in zip(axes, ranks):
         sub = rows[rows[rank].notna()]
-        ax.scatter(sub[rank].astype(float), sub[value], color="0.5", s=20)
-        best = sub.groupby(rank)[value].max() if higher_is_better else sub.groupby(rank)[value].min()
-        ax.plot(best.index.astype(float), best.to_numpy(), color="C0", marker="o", label="best")
+        full, _ = _scatter_trials(ax, sub, rank, value, color="0.5", label_full="trials")
+        best = full.groupby(rank)[value].max() if higher_is_better else full.groupby(rank)[value].min()
+        ax.plot(best.index.astype(float), best.to_numpy(), color="C0", marker="o", label="best (full budget)")
+        settings = sorted({int(v) for v in sub[rank].dropna()})
         ax.set_xscale("log", base=2)
-        ax.set_xticks(best.index.astype(float), [str(int(v)) for v in best.index])
-        ax.set_xlabel(rank)
+        ax.set_xticks([float(v) for v in settings], [str(v) for v in settings])
+        ax.minorticks_off()
+        ax.set_xlabel(f"ToRA rank {rank} (adapter.r{rank[1]})")
+        ax.set_title(f"{rank}", fontsize=10)
         ax.grid(alpha=0.3)
+        _value_axis(ax, value, full[value])
     axes[0].set_ylabel(label(value))
+    axes[-1].legend(fontsize=7)
+    fig.suptitle(f"ToRA rank sensitivity: {label(value)}", fontsize=11)
     return fig
 
 
 def plot_weighting(
-    trials: pd.DataFrame, value: str = "delta_b_task", higher_is_better: bool = True
+    trials: pd.DataFrame, value: str = "val_delta_b_task", higher_is_better: bool = True
 ) -> Figure:
-    """``value`` per weighting method: each trial as a dot, the best as a bar."""
+    """``value`` per weighting method: each full-budget trial a dot, early-stopped ones hollow,
+    the best full-budget trial as a bar."""
     rows = trials[trials[value].notna() & (trials["status"] != "FAILED")]
     if rows.empty or "weighting" not in rows.columns:
         raise AnalysisError("no trial with a weighting method and a value to compare")
-    stats = rows.groupby("weighting")[value]
-    best = (stats.max() if higher_is_better else stats.min()).sort_values(ascending=not higher_is_better)
-    fig = Figure(figsize=(max(4, 1.1 * len(best) + 2), 3.6), layout="constrained")
+    methods = list(dict.fromkeys(rows["weighting"].astype(str)))
+    full = full_budget(rows)
+    stats = full.groupby("weighting")[value]
+    best = stats.max() if higher_is_better else stats.min()
+    methods.sort(key=lambda m: -best.get(m, -math.inf) if higher_is_better else best.get(m, math.inf))
+    fig = Figure(figsize=(max(4.5, 1.2 * len(methods) + 2), 3.8), layout="constrained")
     ax = fig.subplots()
-    positions = np.arange(len(best))
-    ax.bar(positions, best.to_numpy(), color="C0", alpha=0.35, label="best")
-    for pos, method in zip(positions, best.index):
-        vals = rows.loc[rows["weighting"] == method, value]
-        ax.scatter(np.full(len(vals), pos), vals, color="C0", s=18, zorder=3)
-    ax.set_xticks(positions, [str(m) for m in best.index])
-    ax.axhline(0, color="0.3", lw=0.8)
+    positions = np.arange(len(methods))
+    ax.bar(
+        positions, [best.get(m, np.nan) for m in methods], color="C0", alpha=0.35, label="best (full budget)"
+    )
+    for pos, method in zip(positions, methods):
+        sub = rows[rows["weighting"].astype(str) == method].assign(_x=float(pos))
+        _scatter_trials(
+            ax, sub, "_x", value, color="C0", label_full="full-budget trial" if pos == 0 else None
+        )
+    ax.set_xticks(positions, methods)
+    _value_axis(ax, value, full[value])
+    ax.set_xlabel("weighting method (weighting.method)")
     ax.set_ylabel(label(value))
+    ax.set_title(f"Weighting methods: {label(value)}", fontsize=10)
     ax.grid(alpha=0.3, axis="y")
+    handles, labels_ = ax.get_legend_handles_labels()
+    unique = dict(zip(labels_, handles))
+    ax.legend(unique.values(), unique.keys(), fontsize=8)
+    return fig
+
+
+def plot_hyperparameters(
+    trials: pd.DataFrame, params: Sequence[str], value: str, higher_is_better: bool = True
+) -> Figure:
+    """One panel per searched hyperparameter: the objective against its value (hollow: stopped)."""
+    params = [p for p in params if p in trials.columns and trials[p].notna().any()]
+    if not params:
+        raise AnalysisError("no searched hyperparameter to plot")
+    cols = min(3, len(params))
+    nrows = math.ceil(len(params) / cols)
+    fig = Figure(figsize=(4.3 * cols, 3.3 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, cols, squeeze=False).ravel()
+    rows = trials[trials[value].notna()]
+    for ax, param in zip(axes, params):
+        sub = rows[rows[param].notna()]
+        numeric = pd.api.types.is_numeric_dtype(sub[param]) and not pd.api.types.is_bool_dtype(sub[param])
+        if numeric:
+            data = sub.assign(_x=sub[param].astype(float))
+            positive = data["_x"] > 0
+            if positive.all() and len(data) and data["_x"].max() / data["_x"].min() > 20:
+                ax.set_xscale("log")
+            else:
+                ax.xaxis.set_major_locator(MaxNLocator(4))
+            ax.tick_params(axis="x", labelsize=8)
+        else:
+            cats = sorted(sub[param].astype(str).unique())
+            data = sub.assign(_x=sub[param].astype(str).map({c: i for i, c in enumerate(cats)}).astype(float))
+            ax.set_xticks(range(len(cats)), cats, rotation=20 if len(cats) > 3 else 0)
+        _scatter_trials(ax, data, "_x", value, color="C0")
+        _value_axis(ax, value, full_budget(data)[value])
+        ax.set_xlabel(param)
+        ax.set_title(param, fontsize=9)
+        ax.grid(alpha=0.3)
+    for ax in axes[len(params) :]:
+        ax.set_visible(False)
+    for ax in axes[::cols]:
+        ax.set_ylabel(label(value), fontsize=8)
+    fig.suptitle(f"Searched hyperparameters vs the objective ({label(value)})", fontsize=11)
+    return fig
+
+
+def plot_importance(importances: pd.DataFrame, title: str) -> Figure:
+    """Horizontal bars of ``importances`` (columns ``param``, ``importance``), largest on top."""
+    data = importances.sort_values("importance")
+    fig = Figure(figsize=(6, 0.45 * len(data) + 1.4), layout="constrained")
+    ax = fig.subplots()
+    ax.barh(data["param"], data["importance"], color="C2")
+    ax.set_xlabel("importance (share of the objective's variance, sums to 1)")
+    ax.set_xlim(0, max(1e-9, float(data["importance"].max())) * 1.15)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3, axis="x")
     return fig

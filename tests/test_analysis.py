@@ -140,44 +140,58 @@ def test_baseline_runs_are_separate_and_give_a_baseline(sweep):
     assert built["test"] == {"semantic": TEST_BASE["semantic"]}
 
 
-def test_results_table_best_trial_per_group(sweep):
+def _val_delta(trial: str) -> float:
+    """Task-averaged Δb on validation at the selected epoch (val metrics = test × VAL_SCALE there;
+    the val baseline's miou is 0.55)."""
+    spec = next(s for s in TRIALS if s["trial_id"] == trial)
+    scale = VAL_SCALE[spec["best_epoch"]]
+    test = {t: {m: v * scale for m, v in ms.items()} for t, ms in spec["test"].items()}
+    semantic = ((test["semantic"]["miou"] - 0.55) / 0.55 + (test["semantic"]["pix_acc"] - 0.80) / 0.80) / 2
+    depth = -((test["depth"]["abs_err"] - 0.50) / 0.50 + (test["depth"]["rel_err"] - 0.20) / 0.20) / 2
+    n = test["normal"]
+    normal = (
+        -(n["mean"] - 20.0) / 20.0 - (n["median"] - 16.0) / 16.0 + (n["within_11.25"] - 0.40) / 0.40
+    ) / 3
+    return 100 * (semantic + depth + normal) / 3
+
+
+def test_results_table_ranks_full_budget_trials_by_validation(sweep):
     table = analysis.results_table(sweep.trials, baseline=sweep.baseline)
     metric_headers = ["semantic miou ↑", "semantic pix_acc ↑", "depth abs_err ↓", "depth rel_err ↓"]
     metric_headers += ["normal mean ↓", "normal median ↓", "normal within_11.25 ↑"]
-    expected = ["adapter", "weighting", "ranks", "trial", *metric_headers]
-    assert list(table.columns) == [*expected, "Δb task (%) ↑", "Δb metric (%) ↑", "trainable params"]
-    assert table.loc[0, "adapter"] == "single-task baseline" and table.loc[0, "semantic miou ↑"] == 0.40
+    expected = ["adapter", "weighting", "ranks", "trial", "epoch", "val Δb task-avg (%) ↑ [ranks]"]
+    expected += [f"test {h}" for h in metric_headers]
+    expected += ["test Δb task-avg (%) ↑", "test Δb metric-avg (%) ↑", "trainable params"]
+    assert list(table.columns) == expected
+    assert table.loc[0, "adapter"] == "single-task baseline" and table.loc[0, "test semantic miou ↑"] == 0.40
     body = table.iloc[1:]
-    assert body["trial"].tolist() == ["t1", "t2", "t3", "t4"]  # t5 failed; best Δb first
-    assert body["Δb task (%) ↑"].tolist() == pytest.approx(
-        [HAND_DELTA[t][0] for t in ("t1", "t2", "t3", "t4")]
+    assert body["trial"].tolist() == ["t1", "t2", "t4"]  # t3 stopped early, t5 failed; best val Δb first
+    assert body["val Δb task-avg (%) ↑ [ranks]"].tolist() == pytest.approx(
+        [_val_delta(t) for t in ("t1", "t2", "t4")]
     )
-    assert body["depth abs_err ↓"].tolist() == pytest.approx([0.45, 0.49, 0.50, 0.50])
-    assert body["trainable params"].tolist() == [3_000_000, 2_000_000, 3_000_000, 1_000_000]
+    assert body["test Δb task-avg (%) ↑"].tolist() == pytest.approx(
+        [HAND_DELTA[t][0] for t in ("t1", "t2", "t4")]
+    )
+    assert body["test depth abs_err ↓"].tolist() == pytest.approx([0.45, 0.49, 0.50])
+    assert body["epoch"].tolist() == [2, 3, 3]
+    assert body["trainable params"].tolist() == [3_000_000, 2_000_000, 1_000_000]
     coarse = analysis.results_table(sweep.trials, by=("adapter", "weighting"))
-    assert coarse["trial"].tolist() == ["t1", "t3", "t4"]  # t2 loses to t1 within (tora, equal)
+    assert coarse["trial"].tolist() == ["t1", "t4"]  # t2 loses to t1 within (tora, equal); dwa: only t3
 
 
 def test_rank_sensitivity_and_weighting_comparison(sweep):
     ranks = analysis.rank_sensitivity(sweep.trials).set_index(["rank", "setting"])
-    t1, t2, t3 = (HAND_DELTA[t][0] for t in ("t1", "t2", "t3"))
-    assert ranks.loc[("R1", 32), "trials"] == 2 and ranks.loc[("R1", 32), "best"] == pytest.approx(t1)
-    assert ranks.loc[("R1", 32), "mean"] == pytest.approx((t1 + t3) / 2)
-    assert ranks.loc[("R1", 16), "best_trial"] == "t2" and ranks.loc[("R3", 4), "trials"] == 3
+    t1, t2, t4 = (_val_delta(t) for t in ("t1", "t2", "t4"))
+    assert ranks.loc[("R1", 32), "trials"] == 1 and ranks.loc[("R1", 32), "best"] == pytest.approx(t1)
+    assert ranks.loc[("R1", 16), "best_trial"] == "t2" and ranks.loc[("R3", 4), "trials"] == 2
     assert ("R1", 8) not in ranks.index  # only the failed trial had R1 = 8
     w = analysis.weighting_comparison(sweep.trials).set_index("weighting")
     assert list(w.index) == ["equal", "dwa"]
-    assert (
-        w.loc["equal", "trials"] == 3
-        and w.loc["equal", "finished"] == 3
-        and w.loc["equal", "best_trial"] == "t1"
-    )
-    assert (
-        w.loc["dwa", "trials"] == 1
-        and w.loc["dwa", "finished"] == 0
-        and w.loc["dwa", "best"] == pytest.approx(t3)
-    )
-    assert w.loc["equal", "mean"] == pytest.approx((t1 + t2 + HAND_DELTA["t4"][0]) / 3)
+    assert w.loc["equal", "trials"] == 3 and w.loc["equal", "best_trial"] == "t1"
+    assert w.loc["equal", "mean"] == pytest.approx((t1 + t2 + t4) / 3)
+    # dwa's only trials stopped early (t3) or failed (t5): listed and counted, never averaged
+    assert w.loc["dwa", "trials"] == 0 and math.isnan(w.loc["dwa", "best"])
+    assert w.loc["dwa", "stopped early"] == 1 and w.loc["dwa", "failed"] == 1
 
 
 def test_pareto_front_is_exactly_the_non_dominated_trials(sweep):
@@ -206,10 +220,12 @@ def test_report_cli_writes_its_files(store, tmp_path, capsys):
     names = {p.name for p in out.iterdir()}
     assert {"report.html", "trials.csv", "history.csv", "results.md", "results.tex", "results.csv"} <= names
     assert {"pareto.png", "learning_curves.png", "rank_sensitivity.png", "weighting.png"} <= names
+    assert {"hyperparameters.png", "importance.png"} <= names
     assert MANIFEST in names and set(json.loads((out / MANIFEST).read_text())["files"]) == names - {MANIFEST}
     assert [p.name for p in tmp_path.iterdir()] == ["report"]  # no temp dirs left beside it
     html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 4 and "Δb task (%) ↑" in html and "t1" in html
+    assert html.count("data:image/png;base64,") == 6 and "val Δb task-avg (%) ↑" in html and "t1" in html
+    assert "stopped@2" in html and "FanovaImportanceEvaluator" in html and "gain(t, m)" in html
     assert len(pd.read_csv(out / "history.csv")) == 12 and len(pd.read_csv(out / "trials.csv")) == 5
     assert "report written" in capsys.readouterr().out
 
@@ -219,7 +235,7 @@ def test_sweep_without_baseline_has_no_delta_b_and_says_so(store, tmp_path):
     assert sweep.baseline is None and not sweep.has_delta_b
     assert not any(c.startswith("delta_b") for c in sweep.trials.columns)
     assert any("no baseline" in n for n in sweep.notes)
-    assert analysis.primary_objective(sweep.trials) == ("test/semantic/miou", True)
+    assert analysis.primary_objective(sweep.trials) == ("best/val/semantic/miou", True)
     table = analysis.results_table(sweep.trials)
     assert table["trial"].tolist() == ["t1", "t2"] and not any("Δb" in c for c in table.columns)
     out = tmp_path / "nobase"
