@@ -45,7 +45,9 @@ def searched_params(trials: pd.DataFrame, param_columns: Sequence[str]) -> list[
 
 @contextlib.contextmanager
 def _quiet_optuna() -> Iterator[None]:
-    import optuna
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import optuna
 
     level = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # "A new study created in memory" etc.
@@ -74,8 +76,10 @@ def param_importance(
     trials: pd.DataFrame, params: Sequence[str], value: str, higher_is_better: bool = True
 ) -> Importance:
     """fANOVA and PED-ANOVA importances of ``params`` for ``value`` over the full-budget trials."""
-    import optuna
-    from optuna.importance import FanovaImportanceEvaluator, PedAnovaImportanceEvaluator
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tqdm's "IProgress not found" in a notebook, at import
+        import optuna
+        from optuna.importance import FanovaImportanceEvaluator, PedAnovaImportanceEvaluator
 
     rows = full_budget(trials)
     rows = rows[rows[value].notna() & rows[value].map(lambda v: math.isfinite(float(v)))]

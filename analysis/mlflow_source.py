@@ -74,10 +74,12 @@ def load_mlflow_sweep(
     if not experiment and not parent_run_id:
         raise AnalysisError("give an experiment name or a parent run id")
     check_tracking_uri(tracking_uri)
-    from mlflow.exceptions import MlflowException  # lazy: mlflow import is ~2 s
+    with quiet_mlflow():  # the import too: mlflow's own imports warn in a notebook
+        from mlflow.exceptions import MlflowException  # lazy: mlflow import is ~2 s
 
     try:
-        return _load(tracking_uri, experiment, parent_run_id, split)
+        with quiet_mlflow():
+            return _load(tracking_uri, experiment, parent_run_id, split)
     except MlflowException as err:
         raise AnalysisError(f"tracking URI {tracking_uri}: {err.message.splitlines()[0]}") from err
     except OSError as err:  # e.g. requests' ConnectionError mid-way
@@ -152,9 +154,29 @@ def _baseline_runs(client: Any, experiment_id: str, parent: Any) -> list[Any]:
     return runs or _search(client, experiment_id, f"tags.`{ROLE_TAG}` = 'baseline'")
 
 
+def find_store(uri: str, start: str | Path | None = None) -> str:
+    """A relative ``sqlite:///runs/mlflow.db`` resolved against ``start`` (default: the working
+    directory) or, if not there, its nearest parent that has it; an absolute ``sqlite:////...``
+    URI otherwise unchanged. Lets a notebook opened in analysis/notebooks/ find ``make demo``'s
+    store in the repository root."""
+    if not uri.startswith("sqlite:///") or uri.startswith("sqlite:////"):
+        return uri
+    rel = Path(uri.removeprefix("sqlite:///"))
+    here = Path(start or Path.cwd()).absolute()
+    for folder in (here, *here.parents):
+        if (folder / rel).is_file():
+            return f"sqlite:///{folder / rel}"
+    return f"sqlite:///{here / rel}"  # check_tracking_uri then says where it looked
+
+
 def latest_sweep_experiment(tracking_uri: str) -> str:
     """Name of the experiment holding the store's most recent sweep (what ``make demo`` just ran)."""
     check_tracking_uri(tracking_uri)
+    with quiet_mlflow():
+        return _latest_sweep_experiment(tracking_uri)
+
+
+def _latest_sweep_experiment(tracking_uri: str) -> str:
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri)
@@ -213,6 +235,29 @@ def _record(client: Any, run: Any) -> TrialRecord:
             if m.step >= 1:
                 by_epoch.setdefault(m.step, {"epoch": m.step})[key] = m.value
     return TrialRecord(meta, parse_params(run.data.params), dict(run.data.metrics), list(by_epoch.values()))
+
+
+@contextlib.contextmanager
+def quiet_mlflow() -> Iterator[None]:
+    """No MLflow/alembic INFO lines ("Updating database tables") and no SQLAlchemy deprecation
+    warnings from MLflow's store: in a notebook each would be a red stderr box."""
+    import logging
+    import warnings
+
+    loggers = [logging.getLogger(n) for n in ("mlflow", "alembic")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            warnings.filterwarnings("ignore", module="sqlalchemy")
+            # tqdm.auto, imported by a library on the way, warns in a kernel without ipywidgets
+            warnings.filterwarnings("ignore", message="IProgress not found")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 @contextlib.contextmanager

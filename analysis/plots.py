@@ -18,6 +18,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter, MaxNLocator
 
+from analysis.delta import metric_columns
 from analysis.errors import AnalysisError
 from analysis.labels import header, is_delta_b
 from analysis.outcome import full_budget, stopped_early
@@ -43,62 +44,66 @@ def _colors(keys: Sequence[object]) -> dict[object, tuple]:
     return {k: cmap(i % 10) for i, k in enumerate(keys)}
 
 
-def _value_axis(ax: Axes, column: str, values: pd.Series, axis: str = "y") -> None:
-    """Range from the full-budget values only (plus the zero line of a Δb axis)."""
+def _value_axis(ax: Axes, column: str, values: pd.Series) -> tuple[float, float] | None:
+    """y range from the full-budget values only (plus the zero line of a Δb axis)."""
     vals = pd.to_numeric(values, errors="coerce").dropna().astype(float)
     if is_delta_b(column):
-        (ax.axhline if axis == "y" else ax.axvline)(0, color="0.25", lw=0.9, ls="--", zorder=1)
+        ax.axhline(0, color="0.25", lw=0.9, ls="--", zorder=1)
         vals = pd.concat([vals, pd.Series([0.0])])
     if vals.empty:
-        return
+        return None
     lo, hi = float(vals.min()), float(vals.max())
-    pad = (hi - lo) * 0.08 or max(abs(hi) * 0.1, 1e-3)
-    (ax.set_ylim if axis == "y" else ax.set_xlim)(lo - pad, hi + pad)
+    pad = (hi - lo) * 0.1 or max(abs(hi) * 0.1, 1e-3)
+    ax.set_ylim(lo - pad, hi + pad)
+    return lo - pad, hi + pad
 
 
-def _stopped_note(trials: pd.DataFrame, shown: pd.DataFrame, column: str) -> str:
-    if shown.empty:
-        return ""
-    full = pd.to_numeric(full_budget(trials)[column], errors="coerce").dropna()
-    outside = 0 if full.empty else int(((shown[column] < full.min()) | (shown[column] > full.max())).sum())
-    return f"; {outside} stopped trial(s) outside the range not drawn" if outside else ""
+def _stopped_label(row: pd.Series) -> str:
+    at = row.get("stopped_at_epoch")
+    return f"stopped@{int(at)}" if at is not None and pd.notna(at) else "stopped"
 
 
-def _scatter_trials(ax: Axes, trials: pd.DataFrame, x: str, y: str, color="C0", label_full="full budget"):
+def _scatter_trials(
+    ax: Axes, trials: pd.DataFrame, x: str, y: str, color="C0", label_full="full budget", range_of=None
+):
+    """Full-budget trials filled; they alone set the y range. Stopped trials hollow, labelled
+    "stopped@E"; one outside that range is drawn as a hollow triangle at the edge with its value."""
     full = full_budget(trials)
     full = full[full[x].notna() & full[y].notna()]
     stop = stopped_early(trials)
     stop = stop[stop[x].notna() & stop[y].notna()]
     ax.scatter(full[x].astype(float), full[y].astype(float), color=color, s=30, zorder=3, label=label_full)
-    if len(stop):
+    limits = _value_axis(ax, y, full[y] if range_of is None else range_of)
+    for i, (_, row) in enumerate(stop.iterrows()):
+        value, xv = float(row[y]), float(row[x])
+        text, marker, shown = _stopped_label(row), "o", value
+        if limits is not None and not limits[0] <= value <= limits[1]:
+            above = value > limits[1]
+            shown = limits[1] if above else limits[0]
+            marker, text = ("^" if above else "v"), f"{text}: {value:.3g} (off scale)"
         ax.scatter(
-            stop[x].astype(float),
-            stop[y].astype(float),
+            [xv],
+            [shown],
+            marker=marker,
             facecolors="none",
             edgecolors=color,
-            s=30,
+            s=36,
             zorder=3,
-            label="stopped early (hollow)",
+            clip_on=False,
+            label="stopped early (hollow)" if i == 0 else None,
         )
-        for _, row in stop.iterrows():
-            ax.annotate(
-                f"stopped@{int(row['stopped_at_epoch'])}"
-                if pd.notna(row.get("stopped_at_epoch"))
-                else "stopped",
-                (float(row[x]), float(row[y])),
-                textcoords="offset points",
-                xytext=(4, -9),
-                fontsize=7,
-                color="0.35",
-            )
+        offset = (4, -10) if marker != "^" else (4, -12)
+        ax.annotate(text, (xv, shown), textcoords="offset points", xytext=offset, fontsize=7, color="0.35")
     return full, stop
 
 
 def default_curve_metrics(history: pd.DataFrame) -> list[str]:
     """Training loss and the validation objective (Δb if logged, else the first val metric)."""
     metrics = [m for m in ("train/loss/total", "val/delta_b_task") if m in history.columns]
-    if "val/delta_b_task" not in metrics:
-        metrics += [c for c in history.columns if c.startswith("val/") and c.count("/") == 2][:1]
+    if "val/delta_b_task" not in metrics:  # the first validation metric in the contract order
+        columns = metric_columns(history.rename(columns=lambda c: f"best/{c}"), "val")
+        firsts = [f"val/{t}/{next(iter(ms))}" for t, ms in columns.items() if ms]
+        metrics += firsts[:1]
     return metrics
 
 
@@ -216,7 +221,6 @@ def plot_pareto(
         ax.set_xscale("log")
     ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # 1.2M, 350k: readable parameter counts
     ax.tick_params(axis="x", labelrotation=0)
-    _value_axis(ax, y, points[y])
     ax.set_xlabel(label(x))
     ax.set_ylabel(label(y))
     ax.set_title(f"Pareto front: {label(y)} vs {label(x)}", fontsize=10)
@@ -248,7 +252,6 @@ def plot_rank_sensitivity(
         ax.set_xlabel(f"ToRA rank {rank} (adapter.r{rank[1]})")
         ax.set_title(f"{rank}", fontsize=10)
         ax.grid(alpha=0.3)
-        _value_axis(ax, value, full[value])
     axes[0].set_ylabel(label(value))
     axes[-1].legend(fontsize=7)
     fig.suptitle(f"ToRA rank sensitivity: {label(value)}", fontsize=11)
@@ -277,10 +280,15 @@ def plot_weighting(
     for pos, method in zip(positions, methods):
         sub = rows[rows["weighting"].astype(str) == method].assign(_x=float(pos))
         _scatter_trials(
-            ax, sub, "_x", value, color="C0", label_full="full-budget trial" if pos == 0 else None
+            ax,
+            sub,
+            "_x",
+            value,
+            color="C0",
+            label_full="full-budget trial" if pos == 0 else None,
+            range_of=full[value],  # one range for all methods: the full-budget values
         )
     ax.set_xticks(positions, methods)
-    _value_axis(ax, value, full[value])
     ax.set_xlabel("weighting method (weighting.method)")
     ax.set_ylabel(label(value))
     ax.set_title(f"Weighting methods: {label(value)}", fontsize=10)
@@ -319,7 +327,6 @@ def plot_hyperparameters(
             data = sub.assign(_x=sub[param].astype(str).map({c: i for i, c in enumerate(cats)}).astype(float))
             ax.set_xticks(range(len(cats)), cats, rotation=20 if len(cats) > 3 else 0)
         _scatter_trials(ax, data, "_x", value, color="C0")
-        _value_axis(ax, value, full_budget(data)[value])
         ax.set_xlabel(param)
         ax.set_title(param, fontsize=9)
         ax.grid(alpha=0.3)

@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--tracking-uri", required=True, help="MLflow tracking URI, e.g. sqlite:///runs/mlflow.db"
     )
-    parser.add_argument("--experiment", help="sweep (MLflow experiment) name")
+    parser.add_argument("--experiment", help="sweep (MLflow experiment) name (default: the latest sweep)")
     parser.add_argument("--parent-run-id", help="parent run of the sweep (default: the experiment's latest)")
     parser.add_argument(
         "--out",
@@ -120,8 +120,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             logging.getLogger(name).setLevel(logging.WARNING)
     try:
         args = build_parser().parse_args(argv)
-        if not args.experiment and not args.parent_run_id:
-            raise AnalysisError("give --experiment NAME or --parent-run-id ID")
+        if not args.experiment and not args.parent_run_id:  # the store's latest sweep
+            from analysis.mlflow_source import latest_sweep_experiment
+
+            args.experiment = latest_sweep_experiment(args.tracking_uri)
         out = run(args)
     except AnalysisError as err:
         if debug:

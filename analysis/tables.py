@@ -123,6 +123,12 @@ def results_table(
                 row[rank_header] = 0.0  # the baseline against itself, on any split
         elif baseline and baseline.get(split):
             row.update(_reference_delta(part, baseline, split, deltas, table.columns))
+            ranked_split = "val" if value.startswith(("val_", "best/val/")) else split
+            key = value.removeprefix(f"{ranked_split}_")
+            val_part = (values or {}).get(ranked_split)
+            if key in ("delta_b_task", "delta_b_metric") and val_part and baseline.get(ranked_split):
+                found = _reference_delta(val_part, baseline, ranked_split, {value: "x"}, ["x"])
+                row[rank_header] = found.get("x", math.nan)
         refs.append(row)
     if not refs:
         return table

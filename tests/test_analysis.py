@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
 import pytest
-from conftest_analysis import BASELINE, TEST_BASE, TRIALS, VAL_SCALE, populate_store
+from conftest_analysis import BASELINE, TEST_BASE, TRIALS, VAL_SCALE, populate_contract_store, populate_store
 
 import analysis
 from analysis.outdir import MANIFEST
@@ -284,24 +284,51 @@ def test_report_errors_are_one_line_without_traceback(store, tmp_path, capfd, ca
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
+def _stderr_or_warnings(notebook) -> list[str]:
+    import nbformat
+
+    found = []
+    for cell in nbformat.read(notebook, as_version=4).cells:
+        for output in cell.get("outputs", []):
+            text = output.get("text", "") if output.get("output_type") == "stream" else ""
+            if output.get("name") == "stderr" or "Warning" in text or output.get("output_type") == "error":
+                found.append(str(output)[:300])
+    return found
+
+
 def test_notebooks_execute_headless(store, tmp_path):
     from analysis.notebooks import run_notebook
 
-    # the Pareto notebook on the sweep without baseline: covers that path and spares a torch import;
-    # both at once (one kernel each) as most of their time is kernel start-up and imports
-    runs = {"sweep_summary": "sweep", "pareto": "sweep-nobase"}
-    with ThreadPoolExecutor(len(runs)) as pool:
-        futures = [
-            pool.submit(run_notebook, name, tmp_path / name, tracking_uri=store["uri"], experiment=exp)
-            for name, exp in runs.items()
-        ]
-        assert all(f.result().is_file() for f in futures)
-    assert {"results.md", "weighting.png", "rank_sensitivity.png", "learning_curves.png"} <= {
-        p.name for p in (tmp_path / "sweep_summary").iterdir()
+    # pareto with its defaults only: sqlite:///runs/mlflow.db found from a parent folder (the repo root
+    # of `make demo`), experiment None = the store's latest sweep. Both at once (one kernel each), as
+    # most of their time is kernel start-up and imports.
+    populate_contract_store(tmp_path / "runs")
+    runs = {
+        "sweep_summary": {"tracking_uri": store["uri"], "experiment": "sweep"},
+        "pareto": {},
     }
-    assert (tmp_path / "pareto" / "pareto.png").stat().st_size > 1000
-    front = pd.read_csv(tmp_path / "pareto" / "pareto.csv")
-    assert front["trial_id"].tolist() == ["t2", "t1"]  # t1 (higher mIoU, more params) vs t2
+    with ThreadPoolExecutor(len(runs)) as pool:
+        futures = {
+            name: pool.submit(run_notebook, name, tmp_path / "nb" / name, **params)
+            for name, params in runs.items()
+        }
+        notebooks = {name: f.result() for name, f in futures.items()}
+    for name, notebook in notebooks.items():
+        assert not _stderr_or_warnings(notebook), (name, _stderr_or_warnings(notebook))
+    summary = tmp_path / "nb" / "sweep_summary"
+    assert {"results.md", "weighting.png", "rank_sensitivity.png", "learning_curves.png"} <= {
+        p.name for p in summary.iterdir()
+    }
+    assert "hyperparameters.png" in {p.name for p in summary.iterdir()}
+    text = notebooks["sweep_summary"].read_text()
+    assert "val Δb vs trial t1" in text and "gain(t, m)" in text  # re-basing shown, Δb explained
+    assert (tmp_path / "nb" / "pareto" / "pareto.png").stat().st_size > 1000
+    front = pd.read_csv(tmp_path / "nb" / "pareto" / "pareto.csv")
+    assert front["trial_id"].tolist() == ["C", "A"]  # picked on validation among full-budget trials
+    assert (
+        "sweep 'contract' from sqlite:///" + str(tmp_path / "runs" / "mlflow.db")
+        in notebooks["pareto"].read_text()
+    )
 
 
 def test_report_never_deletes_what_it_did_not_write(store, tmp_path, capfd):
