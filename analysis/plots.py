@@ -172,8 +172,8 @@ def pareto_x(trials: pd.DataFrame) -> tuple[str | None, str]:
     Adapter parameters when they vary (decoders and norms are the same for every trial), else
     trainable parameters when they vary; None when every trial trains as many parameters."""
     full = full_budget(trials)
-    for column in ("adapter_params", "trainable_params"):
-        if column in full.columns and full[column].dropna().nunique() > 1:
+    for column in ("adapter_params", "trainable_params"):  # counts follow the config, not the outcome
+        if column in trials.columns and trials[column].dropna().nunique() > 1:
             return column, ""
     if "trainable_params" in full.columns and full["trainable_params"].notna().any():
         n = int(full["trainable_params"].dropna().iloc[0])
