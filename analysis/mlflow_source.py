@@ -26,7 +26,7 @@ from analysis.params import parse_params
 from analysis.sweep import Sweep
 
 ROLE_TAG, TRIAL_ID_TAG, PARENT_TAG = "mtsam.role", "mtsam.trial_id", "mlflow.parentRunId"
-BASELINE_ARTIFACT = "baseline.json"
+BASELINE_ARTIFACT, TRIVIAL_ARTIFACT = "baseline.json", "trivial.json"
 OUTCOME_TAGS = (OUTCOME_TAG, STOPPED_AT_TAG, PLANNED_TAG)
 _PAGE = 1000
 
@@ -137,7 +137,9 @@ def _load(uri: str, experiment: str | None, parent_run_id: str | None, split: st
         tags=dict(parent.data.tags) if parent is not None else {},
         baseline_runs=base_frame,
         notes=tuple(notes),
-        parent_metrics=dict(parent.data.metrics) if parent is not None else {},
+        parent_metrics={**parent.data.metrics, **_trivial_metrics(client, parent)}
+        if parent is not None
+        else {},
     )
 
 
@@ -275,15 +277,37 @@ def _quiet_downloads() -> Iterator[None]:
             os.environ[key] = old
 
 
-def _read_baseline(client: Any, run_id: str) -> dict[str, Any] | None:
-    if BASELINE_ARTIFACT not in {f.path for f in client.list_artifacts(run_id)}:
+def _read_json_artifact(client: Any, run_id: str, name: str) -> dict[str, Any] | None:
+    if name not in {f.path for f in client.list_artifacts(run_id)}:
         return None
     with tempfile.TemporaryDirectory() as tmp, _quiet_downloads():
-        path = client.download_artifacts(run_id, BASELINE_ARTIFACT, tmp)
+        path = client.download_artifacts(run_id, name, tmp)
         try:
             data = json.loads(Path(path).read_text())
         except (OSError, ValueError) as err:
-            raise AnalysisError(f"{BASELINE_ARTIFACT} of run {run_id} is not valid JSON: {err}") from err
+            raise AnalysisError(f"{name} of run {run_id} is not valid JSON: {err}") from err
     if not isinstance(data, dict):
-        raise AnalysisError(f"{BASELINE_ARTIFACT} of run {run_id} is not a JSON object")
-    return data if any(data.get(s) for s in SPLITS) else None  # an empty file = no baseline
+        raise AnalysisError(f"{name} of run {run_id} is not a JSON object")
+    return data
+
+
+def _read_baseline(client: Any, run_id: str) -> dict[str, Any] | None:
+    data = _read_json_artifact(client, run_id, BASELINE_ARTIFACT)
+    return data if data and any(data.get(s) for s in SPLITS) else None  # an empty file = no baseline
+
+
+def _trivial_metrics(client: Any, parent: Any) -> dict[str, float]:
+    """``trivial/<split>/<task>/<metric>`` of the parent, from its metrics or else its artifact
+    ``trivial.json`` (issue #16: ``{"val": {task: {metric: v}}, "test": {...}, "predictor": ...}``)."""
+    metrics = {k: v for k, v in parent.data.metrics.items() if k.startswith("trivial/")}
+    if metrics:
+        return metrics
+    data = _read_json_artifact(client, parent.info.run_id, TRIVIAL_ARTIFACT) or {}
+    return {
+        f"trivial/{split}/{task}/{metric}": float(value)
+        for split in SPLITS
+        for task, values in (data.get(split) or {}).items()
+        if isinstance(values, dict)
+        for metric, value in values.items()
+        if isinstance(value, (int, float))
+    }

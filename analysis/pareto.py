@@ -1,4 +1,5 @@
-"""Pareto front of trials: exactly the non-dominated ones (default: max Δb, min trainable params)."""
+"""Pareto front of trials: exactly the non-dominated ones (default: max validation Δb, min trainable
+params). Pass ``full_budget(trials)`` (``analysis.outcome``) to leave early-stopped trials out."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import pandas as pd
 
 from analysis.errors import AnalysisError
 
-DEFAULT_OBJECTIVES = {"delta_b_task": "max", "trainable_params": "min"}
+# validation Δb at the selected epoch: test metrics never choose (analysis.objective)
+DEFAULT_OBJECTIVES = {"val_delta_b_task": "max", "trainable_params": "min"}
 
 
 def _oriented(trials: pd.DataFrame, objectives: Mapping[str, str]) -> np.ndarray:

@@ -299,9 +299,12 @@ def _contract_trial(client: Any, exp_id: str, parent_id: str, spec: dict[str, An
     return rid
 
 
-def populate_contract_store(tmp: Path, objective: str = "val/delta_b_task", mode: str = "max") -> dict:
-    """Experiment "contract": parent (objective tags, baseline.json, trivial/ and sweep/ metrics),
-    CONTRACT_TRIALS as children and two nested baseline runs named by mtsam.baseline_runs."""
+def populate_contract_store(
+    tmp: Path, objective: str = "val/delta_b_task", mode: str = "max", trivial_artifact: bool = False
+) -> dict:
+    """Experiment "contract": parent (objective tags, baseline.json, trivial/ and sweep/ metrics, or
+    the artifact trivial.json instead of trivial/ metrics), CONTRACT_TRIALS as children and two
+    nested baseline runs named by mtsam.baseline_runs."""
     from mlflow import MlflowClient
     from mlflow.entities import Metric
 
@@ -345,6 +348,11 @@ def populate_contract_store(tmp: Path, objective: str = "val/delta_b_task", mode
     parent_metrics = {
         f"trivial/{k}": v for split, ts in CONTRACT_TRIVIAL.items() for k, v in _flat(split, ts).items()
     }
+    if trivial_artifact:
+        parent_metrics = {}
+        trivial = tmp / "contract" / "trivial.json"
+        trivial.write_text(json.dumps({**CONTRACT_TRIVIAL, "predictor": {"semantic": "majority class"}}))
+        client.log_artifact(parent, str(trivial))
     parent_metrics.update(
         {"sweep/trials/finished": 3, "sweep/trials/stopped_early": 1, "sweep/trials/failed": 1}
     )

@@ -196,7 +196,7 @@ def test_rank_sensitivity_and_weighting_comparison(sweep):
 
 def test_pareto_front_is_exactly_the_non_dominated_trials(sweep):
     front = analysis.pareto_front(sweep.trials)
-    # t3 (3M params, Δb 0.5) is dominated by t1 (3M, 3.6); t5 has no Δb
+    # by validation Δb: t3 (3M params, −4.18 %) is dominated by t1 (3M, −1.39 %); t5 has no Δb
     assert front["trial_id"].tolist() == ["t4", "t2", "t1"]
     toy = pd.DataFrame(
         {"trial_id": list("abcdef"), "d": [1.0, 1.0, 2.0, 0.5, math.nan, 2.0], "p": [1, 1, 3, 2, 0, 4]}

@@ -139,8 +139,11 @@ def test_delta_b_is_explained_with_the_baseline_runs(summary, sweep, store):
 
 
 def test_objective_tag_with_min_mode(tmp_path):
-    store = populate_contract_store(tmp_path, objective="val/semantic/miou", mode="min")
+    store = populate_contract_store(
+        tmp_path, objective="val/semantic/miou", mode="min", trivial_artifact=True
+    )
     sweep = analysis.load_sweep(store["uri"], "contract")
+    assert sweep.trivial == CONTRACT_TRIVIAL  # read from the parent's trivial.json
     assert (sweep.objective.column, sweep.objective.higher_is_better) == ("best/val/semantic/miou", False)
     picked = analysis.results_table(sweep.trials, by=())
     assert picked["trial"].tolist()[-1] == "C"  # lowest val miou among full-budget trials
