@@ -153,15 +153,35 @@ def plot_learning_curves(
                     [last["epoch"]], [last[metric]], s=40, facecolors="white", edgecolors=colors[group]
                 )
             seen.add(group)
-        if is_delta_b(metric):
+        # the y range is the full-budget runs' (stopped runs may leave it; an arrow marks where)
+        kept = history[~history["run_id"].isin(stopped)][metric]
+        limits = _value_axis(ax, metric, kept) if kept.notna().any() else None
+        if limits is None and is_delta_b(metric):
             ax.axhline(0, color="0.25", lw=0.9, ls="--")
+        for _, rows in history[history["run_id"].isin(stopped)].groupby("run_id", sort=False):
+            rows = rows[rows[metric].notna()]
+            if limits is None or not len(rows):
+                continue
+            off = rows[(rows[metric] > limits[1]) | (rows[metric] < limits[0])]
+            for _, row in off.iterrows():
+                above = row[metric] > limits[1]
+                ax.scatter(
+                    [row["epoch"]],
+                    [limits[1] if above else limits[0]],
+                    marker="^" if above else "v",
+                    s=36,
+                    facecolors="none",
+                    edgecolors="0.35",
+                    clip_on=False,
+                    zorder=4,
+                )
         ax.set_xlabel("epoch")
         ax.set_ylabel(label(metric))
         ax.set_title(label(metric), fontsize=10)
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
     if trials is not None and hue in trials.columns:
-        axes[-1].legend(title=f"{hue} (dashed: stopped early)", fontsize=8, title_fontsize=8)
+        axes[-1].legend(title=f"{hue} (dashed: stopped early; ▲▼ off scale)", fontsize=8, title_fontsize=8)
     fig.suptitle("Learning curves per trial (validation metrics of each epoch)", fontsize=11)
     return fig
 

@@ -103,6 +103,8 @@ def test_stopped_trials_never_set_an_axis_range_or_a_mean(summary, sweep):
             if ax.get_visible() and ax.collections:
                 low, high = ax.get_ylim()
                 assert high < delta(0.95), (name, ax.get_title(), high)  # D's 22.5 % is outside
+    curves = summary.figures["learning_curves"].axes[1]  # val semantic miou per epoch: D has 0.95
+    assert curves.get_ylim()[1] < 0.95 and "miou" in curves.get_ylabel()
     table = summary.tables["trials"].set_index("trial_id")
     assert table.loc["D", "outcome"] == "stopped@1"
     assert list(table.index[:3]) == ["A", "B", "C"]  # full-budget first, best val first
