@@ -76,7 +76,7 @@ def write_report(sweep: Sweep, out_dir: Path) -> list[Path]:
         written += export_table(summary.tables["results"], out_dir / "results")
     pngs = {name: save_figure(fig, out_dir / f"{name}.png") for name, fig in summary.figures.items()}
     written += list(pngs.values())
-    info = {k: v for k, v in sweep.summary().items() if v is not None and k != "split"}
+    info = {k: v for k, v in sweep.summary().items() if v is not None}
     if sweep.objective is not None:
         o = sweep.objective
         info["objective"] = f"{o.key} ({o.mode}; {o.source}), validation split, selected epoch"

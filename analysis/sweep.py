@@ -143,7 +143,6 @@ class Sweep:
             "parent_run_id": self.parent_run_id,
             "trials": len(self.trials),
             "epochs": len(self.history),
-            "split": self.split,
             **{f"status {k}": int(v) for k, v in status.items()},
             **{f"outcome {k}": int(v) for k, v in dict(outcomes).items()},
         }
