@@ -11,9 +11,12 @@ only when a sweep is loaded from it, torch only when Δb is computed.
 from analysis.delta import DIRECTIONS, add_delta_b, baseline_from_runs, delta_b_frame, metric_columns
 from analysis.errors import AnalysisError
 from analysis.export import export_table, to_latex, to_markdown
-from analysis.mlflow_source import load_mlflow_sweep
+from analysis.mlflow_source import find_store, latest_sweep_experiment, load_mlflow_sweep
+from analysis.objective import Objective
 from analysis.pareto import pareto_front, pareto_mask
 from analysis.plots import (
+    plot_hyperparameters,
+    plot_importance,
     plot_learning_curves,
     plot_pareto,
     plot_rank_sensitivity,
@@ -41,6 +44,11 @@ __all__ = [
     "best_per_group",
     "delta_b_frame",
     "export_table",
+    "find_store",
+    "latest_sweep_experiment",
+    "Objective",
+    "plot_hyperparameters",
+    "plot_importance",
     "load_mlflow_sweep",
     "load_ray_sweep",
     "load_sweep",

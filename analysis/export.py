@@ -24,7 +24,11 @@ def format_value(value: Any, digits: int = 3) -> str:
     if isinstance(value, numbers.Integral):
         return f"{int(value):,}"
     if isinstance(value, numbers.Real):
-        return _NA if math.isnan(value) else f"{float(value):.{digits}f}"
+        if math.isnan(value):
+            return _NA
+        if value != 0 and abs(value) < 10 ** (1 - digits):  # a learning rate: 0.0003, not 0.000
+            return f"{float(value):.{digits}g}"
+        return f"{float(value):.{digits}f}"
     return str(value)
 
 

@@ -2,9 +2,11 @@
 
 ``trials``: one row per trial. Columns, in order:
 - identity/status: ``run_id``, ``trial_id``, ``run_name``, ``status``, ``status_reason`` (early-stop
-  reason or error), ``adapter``, ``weighting``, ``task``, ``device`` (where it trained: ``cpu`` or
-  ``cuda:0 (NVIDIA H100 …)``), ``ranks`` (label: "32/32/4", "8" or "-"), ``R1``-``R3``
-  (ToRA ranks), ``epochs``, ``best_epoch``, ``trainable_params``, ``total_params``, ``adapter_params``,
+  reason or error), ``outcome`` (finished / stopped_early / failed / interrupted, ``analysis.outcome``),
+  ``stopped_at_epoch``, ``epochs_planned``, ``adapter``, ``weighting``, ``task``, ``device`` (where it
+  trained: ``cpu`` or ``cuda:0 (NVIDIA H100 …)``), ``ranks`` (label: "32/32/4", "8" or "-"),
+  ``R1``-``R3`` (ToRA ranks, from params ``adapter.r1``-``r3`` or an older JSON ``adapter.ranks``),
+  ``epochs``, ``best_epoch``, ``trainable_params``, ``total_params``, ``adapter_params``,
   ``start_time``, ``end_time``, ``duration_s``;
 - every hyperparameter under its dotted key, typed (``param.<key>`` if it would clash with the above);
 - metrics: contract keys hold the *final* value (last epoch; for ``test/*`` the selected epoch's, per
@@ -20,6 +22,7 @@ from typing import Any
 
 import pandas as pd
 
+from analysis.outcome import outcome_of
 from analysis.params import typed_series
 
 META_COLUMNS = (
@@ -28,6 +31,9 @@ META_COLUMNS = (
     "run_name",
     "status",
     "status_reason",
+    "outcome",
+    "stopped_at_epoch",
+    "epochs_planned",
     "adapter",
     "weighting",
     "task",
@@ -48,7 +54,16 @@ META_COLUMNS = (
 # model/* counts are logged once at step 0; they get short column names
 _MODEL_KEYS = {f"model/{n}": n for n in ("trainable_params", "total_params", "adapter_params")}
 _BEST_EPOCH_KEY = "best/epoch"
-_INT_COLUMNS = ("R1", "R2", "R3", "epochs", "best_epoch", *_MODEL_KEYS.values())
+_INT_COLUMNS = (
+    "R1",
+    "R2",
+    "R3",
+    "stopped_at_epoch",
+    "epochs_planned",
+    "epochs",
+    "best_epoch",
+    *_MODEL_KEYS.values(),
+)
 _BEST_OF = ("val/", "train/")  # per-epoch keys worth reading at the selected epoch
 _METRIC_ORDER = ("train/", "val/", "best/train/", "best/val/", "test/")
 
@@ -58,14 +73,25 @@ class TrialRecord:
     """What a source knows about one run, before it becomes a table row."""
 
     meta: dict[str, Any]  # run_id, trial_id, run_name, status, status_reason, adapter, weighting, task,
-    # device, times
+    # device, times, outcome_tags (the run's mtsam.outcome / stopped_at_epoch / epochs_planned tags)
     params: dict[str, Any]  # dotted key -> typed value
     latest: dict[str, float]  # metric key -> final value (MLflow's "latest": highest step)
     history: list[dict[str, Any]] = field(default_factory=list)  # [{"epoch": e, key: value, ...}]
 
 
-def ranks_label(params: dict[str, Any]) -> str:
+def tora_ranks(params: dict[str, Any]) -> list[int] | None:
+    """[R1, R2, R3] from ``adapter.r1``-``r3`` (one param per scalar) or a JSON ``adapter.ranks``."""
+    split = [params.get(f"adapter.r{i}") for i in (1, 2, 3)]
+    if all(isinstance(r, int) for r in split):
+        return split
     ranks = params.get("adapter.ranks")
+    if isinstance(ranks, list) and len(ranks) == 3 and all(isinstance(r, int) for r in ranks):
+        return ranks
+    return None
+
+
+def ranks_label(params: dict[str, Any]) -> str:
+    ranks = tora_ranks(params) or params.get("adapter.ranks")
     if isinstance(ranks, list) and ranks:
         return "/".join(str(r) for r in ranks)
     rank = params.get("adapter.rank")
@@ -79,11 +105,15 @@ def _meta_row(rec: TrialRecord, epochs: list[int]) -> dict[str, Any]:
     row["adapter"] = m.get("adapter") or p.get("adapter.type")
     row["weighting"] = m.get("weighting") or p.get("weighting.method")
     row["ranks"] = ranks_label(p)
-    ranks = p.get("adapter.ranks")
+    ranks = tora_ranks(p)
     for i in range(3):
-        ok = isinstance(ranks, list) and len(ranks) == 3 and isinstance(ranks[i], int)
-        row[f"R{i + 1}"] = ranks[i] if ok else None
+        row[f"R{i + 1}"] = ranks[i] if ranks else None
     row["epochs"] = max(epochs) if epochs else 0
+    reason = {"mtsam.status_reason": m["status_reason"]} if m.get("status_reason") else {}
+    found = outcome_of(m.get("status"), {**reason, **(m.get("outcome_tags") or {})}, row["epochs"])
+    row.update(found)
+    if row["epochs_planned"] is None and isinstance(p.get("train.epochs"), int):
+        row["epochs_planned"] = p["train.epochs"]
     best = rec.latest.get(_BEST_EPOCH_KEY)
     row["best_epoch"] = None if best is None or math.isnan(best) else int(best)
     for key, name in _MODEL_KEYS.items():

@@ -18,14 +18,17 @@ table { border-collapse: collapse; font-size: 13px; margin: 0.5em 0 1.5em; }
 th, td { border-bottom: 1px solid #ddd; padding: 4px 8px; text-align: right; }
 th { background: #f4f4f4; }
 td.text, th.text { text-align: left; }
-.note { background: #fff6d6; border-left: 4px solid #e0b000; padding: 6px 10px; margin: 4px 0; }
+.note { background: #eef4fb; border-left: 4px solid #6a9fd4; padding: 6px 10px; margin: 4px 0; }
 figure { margin: 1em 0; } img { max-width: 100%; }
+caption, figcaption { caption-side: top; text-align: left; color: #444; font-size: 13px; padding: 4px 0; }
+.wide { overflow-x: auto; max-width: 100%; }
+pre { background: #f6f6f6; padding: 8px; font-size: 13px; white-space: pre-wrap; }
 dl { display: grid; grid-template-columns: max-content auto; gap: 2px 12px; }
 dt { font-weight: 600; } dd { margin: 0; }
 """
 
 
-def table(frame: pd.DataFrame, digits: int = 3) -> str:
+def table(frame: pd.DataFrame, caption: str = "", digits: int = 3) -> str:
     """Numbers right-aligned and formatted as in the Markdown/LaTeX exports."""
     numeric = [
         pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c]) for c in frame
@@ -36,7 +39,9 @@ def table(frame: pd.DataFrame, digits: int = 3) -> str:
     for values in frame.itertuples(index=False, name=None):
         cells = "".join(f"<td{c}>{html.escape(format_value(v, digits))}</td>" for c, v in zip(cls, values))
         rows.append(f"<tr>{cells}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
+    body = f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    return f'<div class="wide">{body}</div>'  # a wide table scrolls itself, not the page
 
 
 def figure(path: str | Path, caption: str = "") -> str:
@@ -48,6 +53,13 @@ def figure(path: str | Path, caption: str = "") -> str:
 def facts(items: Mapping[str, Any]) -> str:
     rows = "".join(f"<dt>{html.escape(str(k))}</dt><dd>{html.escape(str(v))}</dd>" for k, v in items.items())
     return f"<dl>{rows}</dl>"
+
+
+def paragraphs(lines: Sequence[str], code: bool = False) -> str:
+    tag = "pre" if code else "p"
+    if code:
+        return f"<pre>{html.escape(chr(10).join(lines))}</pre>"
+    return "".join(f"<{tag}>{html.escape(line)}</{tag}>" for line in lines)
 
 
 def notes(lines: Sequence[str]) -> str:

@@ -1,4 +1,5 @@
-"""Pareto front of trials: exactly the non-dominated ones (default: max Δb, min trainable params)."""
+"""Pareto front of trials: exactly the non-dominated ones (default: max validation Δb, min trainable
+params). Pass ``full_budget(trials)`` (``analysis.outcome``) to leave early-stopped trials out."""
 
 from __future__ import annotations
 
@@ -9,7 +10,15 @@ import pandas as pd
 
 from analysis.errors import AnalysisError
 
-DEFAULT_OBJECTIVES = {"delta_b_task": "max", "trainable_params": "min"}
+DEFAULT_OBJECTIVES = None  # the trials' validation objective (analysis.objective) and min trainable params
+
+
+def default_objectives(trials: pd.DataFrame) -> dict[str, str]:
+    """{validation objective: its sense, "trainable_params": "min"}: test metrics never choose."""
+    from analysis.objective import resolve_objective
+
+    objective = resolve_objective(trials)
+    return {objective.column: objective.mode, "trainable_params": "min"}
 
 
 def _oriented(trials: pd.DataFrame, objectives: Mapping[str, str]) -> np.ndarray:
@@ -25,12 +34,14 @@ def _oriented(trials: pd.DataFrame, objectives: Mapping[str, str]) -> np.ndarray
     return np.column_stack(columns) if columns else np.empty((len(trials), 0))
 
 
-def pareto_mask(trials: pd.DataFrame, objectives: Mapping[str, str] = DEFAULT_OBJECTIVES) -> pd.Series:
+def pareto_mask(trials: pd.DataFrame, objectives: Mapping[str, str] | None = DEFAULT_OBJECTIVES) -> pd.Series:
     """True for trials no other trial dominates (≥ in every objective, > in one).
 
     Trials missing an objective value are never on the front and dominate nothing; ties (equal
     points) are all kept, as neither dominates the other.
     """
+    if objectives is None:
+        objectives = default_objectives(trials)
     if not objectives:
         raise AnalysisError("give at least one objective")
     points = _oriented(trials, objectives)
@@ -43,8 +54,11 @@ def pareto_mask(trials: pd.DataFrame, objectives: Mapping[str, str] = DEFAULT_OB
     return pd.Series(mask, index=trials.index, name="pareto")
 
 
-def pareto_front(trials: pd.DataFrame, objectives: Mapping[str, str] = DEFAULT_OBJECTIVES) -> pd.DataFrame:
+def pareto_front(
+    trials: pd.DataFrame, objectives: Mapping[str, str] | None = DEFAULT_OBJECTIVES
+) -> pd.DataFrame:
     """The non-dominated trials, best-first along the last objective (e.g. fewest params first)."""
+    objectives = objectives or default_objectives(trials)
     front = trials[pareto_mask(trials, objectives)]
     last, sense = list(objectives.items())[-1]
     return front.sort_values(last, ascending=sense == "min", kind="stable")

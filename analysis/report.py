@@ -25,12 +25,19 @@ from analysis.plots import save_figure
 from analysis.sweep import Sweep
 
 EXIT_ERROR = 2
-SECTIONS = {  # table name -> (heading, figure shown with it)
-    "results": ("Best trial per group", None),
-    "pareto": ("Pareto front: objective vs trainable parameters", "pareto"),
-    "weighting": ("Weighting methods", "weighting"),
-    "ranks": ("ToRA rank sensitivity", "rank_sensitivity"),
-    "trials": ("All trials", "learning_curves"),
+SECTIONS = {  # name -> (heading, tables shown, figures shown)
+    "delta_b": ("How Δb is computed", ("baseline",), ()),
+    "results": ("Best trial per group (picked on validation, test shown beside)", ("results",), ()),
+    "trials": ("All trials", ("trials",), ()),
+    "hyperparameters": (
+        "Searched hyperparameters and their importance",
+        ("importance",),
+        ("hyperparameters", "importance"),
+    ),
+    "pareto": ("Pareto front: objective vs parameters", ("pareto",), ("pareto",)),
+    "weighting": ("Weighting methods", ("weighting",), ("weighting",)),
+    "ranks": ("ToRA rank sensitivity", ("ranks",), ("rank_sensitivity",)),
+    "curves": ("Learning curves", (), ("learning_curves",)),
 }
 
 
@@ -44,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--tracking-uri", required=True, help="MLflow tracking URI, e.g. sqlite:///runs/mlflow.db"
     )
-    parser.add_argument("--experiment", help="sweep (MLflow experiment) name")
+    parser.add_argument("--experiment", help="sweep (MLflow experiment) name (default: the latest sweep)")
     parser.add_argument("--parent-run-id", help="parent run of the sweep (default: the experiment's latest)")
     parser.add_argument(
         "--out",
@@ -70,16 +77,23 @@ def write_report(sweep: Sweep, out_dir: Path) -> list[Path]:
     pngs = {name: save_figure(fig, out_dir / f"{name}.png") for name, fig in summary.figures.items()}
     written += list(pngs.values())
     info = {k: v for k, v in sweep.summary().items() if v is not None}
-    if summary.objective:
-        info["ranked by"] = (
-            f"{summary.objective} ({'higher' if summary.higher_is_better else 'lower'} is better)"
-        )
+    if sweep.objective is not None:
+        o = sweep.objective
+        info["objective"] = f"{o.key} ({o.mode}; {o.source}), validation split, selected epoch"
     info.update({k: v for k, v in sweep.tags.items() if k.startswith("mtsam.") and k != "mtsam.role"})
+    info.update({k: f"{v:.4g}" for k, v in sorted(sweep.parent_metrics.items()) if k.startswith("sweep/")})
     blocks = [html.facts(info), html.notes(summary.notes)]
-    for name, (heading, fig) in SECTIONS.items():
-        parts = [html.table(summary.tables[name])] if name in summary.tables else []
-        if fig in pngs:
-            parts.append(html.figure(pngs[fig], fig.replace("_", " ")))
+    description = sweep.tags.get("mlflow.note.content")
+    if description:
+        blocks.insert(0, html.paragraphs(description.splitlines()))
+    for name, (heading, tables, figures) in SECTIONS.items():
+        parts = [html.paragraphs(summary.explain, code=True)] if name == "delta_b" and summary.explain else []
+        for table in tables:
+            if table in summary.tables:
+                parts.append(html.table(summary.tables[table], summary.captions.get(table, "")))
+        for fig in figures:
+            if fig in pngs:
+                parts.append(html.figure(pngs[fig], summary.captions.get(f"figure:{fig}", fig)))
         if parts:
             blocks.append(html.section(heading, *parts))
     (out_dir / "report.html").write_text(html.page(f"Sweep report: {sweep.name}", blocks), encoding="utf-8")
@@ -106,8 +120,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             logging.getLogger(name).setLevel(logging.WARNING)
     try:
         args = build_parser().parse_args(argv)
-        if not args.experiment and not args.parent_run_id:
-            raise AnalysisError("give --experiment NAME or --parent-run-id ID")
+        if not args.experiment and not args.parent_run_id:  # the store's latest sweep
+            from analysis.mlflow_source import latest_sweep_experiment
+
+            args.experiment = latest_sweep_experiment(args.tracking_uri)
         out = run(args)
     except AnalysisError as err:
         if debug:

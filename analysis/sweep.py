@@ -9,17 +9,30 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.delta import DELTA_COLUMNS, add_delta_b, metric_columns, normalise_baseline, resolve_split
+from analysis.delta import (
+    DELTA_COLUMNS,
+    SPLITS,
+    add_delta_b,
+    delta_b_frame,
+    metric_columns,
+    normalise_baseline,
+    resolve_split,
+)
 from analysis.errors import AnalysisError
 from analysis.frames import TrialRecord, build_history, build_trials
+from analysis.objective import MODE_TAG, OBJECTIVE_TAG, Objective, resolve_objective
+from analysis.outcome import full_budget
 
 
 @dataclass(frozen=True)
 class Sweep:
     """One sweep as tidy tables (column reference: ``analysis.frames``).
 
-    ``trials`` carries recomputed ``delta_b_task``/``delta_b_metric`` (percent, on ``split``) when
-    a baseline is known; without one those columns are absent and ``notes`` says so.
+    ``trials`` carries recomputed Δb (percent) when a baseline is known: ``val_delta_b_task``,
+    ``val_delta_b_metric``, ``test_delta_b_task``, ``test_delta_b_metric`` at each trial's selected
+    epoch, and ``delta_b_task``/``delta_b_metric`` on ``split`` (kept for callers that pick one
+    split); without a baseline those columns are absent and ``notes`` says so. ``objective`` is what
+    everything ranks by: the sweep's own validation objective (``analysis.objective``).
     """
 
     name: str
@@ -33,6 +46,8 @@ class Sweep:
     tags: dict[str, str] = field(default_factory=dict)  # the parent run's tags
     baseline_runs: pd.DataFrame = field(default_factory=pd.DataFrame)
     notes: tuple[str, ...] = ()
+    parent_metrics: dict[str, float] = field(default_factory=dict)  # sweep/..., trivial/...
+    objective: Objective | None = None  # None: no trial has a validation metric
 
     @classmethod
     def from_records(
@@ -78,7 +93,7 @@ class Sweep:
         """A copy with Δb recomputed against ``baseline`` (baseline.json form, or one split's
         ``{task: {metric: value}}``; directions default to the stored ones, then the contract's)."""
         split = resolve_split(self.trials, split or self.split)
-        notes = [n for n in self.notes if not n.startswith("no baseline")]
+        notes = [n for n in self.notes if not n.startswith(("no baseline", "no ranking"))]
         if baseline is None:
             full = None
             notes.append("no baseline: Δb columns are absent (the sweep stored no baseline.json)")
@@ -87,17 +102,47 @@ class Sweep:
             if "directions" not in full and self.baseline and "directions" in self.baseline:
                 full["directions"] = self.baseline["directions"]
         trials = add_delta_b(self.trials, full, split)
-        return dataclasses.replace(self, trials=trials, baseline=full, split=split, notes=tuple(notes))
+        trials = trials.drop(columns=[f"{s}_{c}" for s in SPLITS for c in DELTA_COLUMNS], errors="ignore")
+        for part in SPLITS if full else ():
+            if full.get(part) and metric_columns(trials, part):
+                same = part == split and all(c in trials.columns for c in DELTA_COLUMNS)
+                frame = trials[list(DELTA_COLUMNS)] if same else delta_b_frame(trials, full, part)
+                trials[[f"{part}_{c}" for c in DELTA_COLUMNS]] = frame.to_numpy()
+        trials.attrs.update({k: v for k, v in self.tags.items() if k in (OBJECTIVE_TAG, MODE_TAG)})
+        try:
+            objective = resolve_objective(trials, self.tags)
+        except AnalysisError as err:
+            objective = None
+            notes.append(f"no ranking: {err}")
+        return dataclasses.replace(
+            self, trials=trials, baseline=full, split=split, notes=tuple(notes), objective=objective
+        )
+
+    @property
+    def compared(self) -> pd.DataFrame:
+        """Full-budget trials only (early-stopped ones are shown, never compared)."""
+        return full_budget(self.trials)
+
+    @property
+    def trivial(self) -> dict[str, dict[str, dict[str, float]]]:
+        """Trivial-predictor metrics from the parent's ``trivial/<split>/<task>/<metric>`` (issue #16)."""
+        out: dict[str, dict[str, dict[str, float]]] = {}
+        for key, value in self.parent_metrics.items():
+            parts = key.split("/")
+            if len(parts) == 4 and parts[0] == "trivial" and parts[1] in SPLITS:
+                out.setdefault(parts[1], {}).setdefault(parts[2], {})[parts[3]] = value
+        return out
 
     def summary(self) -> dict[str, Any]:
         """Counts a report header shows."""
         status = self.trials["status"].value_counts(dropna=False)
+        outcomes = self.trials["outcome"].value_counts() if "outcome" in self.trials.columns else {}
         return {
             "sweep": self.name,
             "source": self.source,
             "parent_run_id": self.parent_run_id,
             "trials": len(self.trials),
             "epochs": len(self.history),
-            "split": self.split,
             **{f"status {k}": int(v) for k, v in status.items()},
+            **{f"outcome {k}": int(v) for k, v in dict(outcomes).items()},
         }

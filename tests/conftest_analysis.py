@@ -201,3 +201,167 @@ def populate_store(tmp: Path) -> dict[str, Any]:
         "run_ids": run_ids,
         "baseline_run": base,
     }
+
+
+# --- A store in the tracking contract of issue 14 (mtsam.outcome, dotted params, parent tags) -------
+# Validation and test disagree on purpose: A is best on val, B on test; D stopped early with a value
+# that would win (and stretch every axis) if it were counted.
+CONTRACT_BASE = {
+    "semantic": {"miou": 0.50, "pix_acc": 0.80},
+    "depth": {"abs_err": 0.50, "rel_err": 0.20},
+}
+CONTRACT_BASELINE = {
+    "val": CONTRACT_BASE,
+    "test": CONTRACT_BASE,
+    "directions": {
+        "semantic": {"miou": True, "pix_acc": True},
+        "depth": {"abs_err": False, "rel_err": False},
+    },
+}
+CONTRACT_TRIALS: list[dict[str, Any]] = [
+    # trial, outcome, val miou, test miou, params, adapter params
+    {"trial_id": "A", "outcome": "finished", "val": 0.60, "test": 0.45, "lr": 0.001, "w": "fixed", "r1": 16},
+    {"trial_id": "B", "outcome": "finished", "val": 0.52, "test": 0.70, "lr": 0.003, "w": "dwa", "r1": 32},
+    {"trial_id": "C", "outcome": "finished", "val": 0.40, "test": 0.40, "lr": 0.010, "w": "fixed", "r1": 8},
+    {
+        "trial_id": "D",
+        "outcome": "stopped_early",
+        "val": 0.95,
+        "test": 0.95,
+        "lr": 0.0003,
+        "w": "dwa",
+        "r1": 8,
+    },
+    {"trial_id": "E", "outcome": "failed", "val": None, "test": None, "lr": 0.05, "w": "fixed", "r1": 16},
+]
+CONTRACT_TRIVIAL = {
+    "val": {"semantic": {"miou": 0.05, "pix_acc": 0.30}, "depth": {"abs_err": 1.0, "rel_err": 0.5}},
+    "test": {"semantic": {"miou": 0.05, "pix_acc": 0.30}, "depth": {"abs_err": 1.0, "rel_err": 0.5}},
+}
+CONTRACT_EPOCHS = 3
+_STATUS = {"finished": "FINISHED", "stopped_early": "FINISHED", "failed": "FAILED", "interrupted": "KILLED"}
+
+
+def _contract_trial(client: Any, exp_id: str, parent_id: str, spec: dict[str, Any], t0: int, i: int) -> str:
+    from mlflow.entities import Metric, Param
+
+    epochs = {"finished": CONTRACT_EPOCHS, "stopped_early": 1, "failed": 1}[spec["outcome"]]
+    note = {
+        "finished": f"ran all {CONTRACT_EPOCHS} epochs",
+        "stopped_early": f"stopped by ASHA at epoch 1 of {CONTRACT_EPOCHS}",
+        "failed": "failed at epoch 1: RuntimeError: boom",
+    }[spec["outcome"]]
+    tags = {
+        "mlflow.parentRunId": parent_id,
+        "mtsam.role": "trial",
+        "mtsam.trial_id": spec["trial_id"],
+        "mtsam.optuna_trial": str(i),
+        "mtsam.outcome": spec["outcome"],
+        "mtsam.epochs_planned": str(CONTRACT_EPOCHS),
+        "mtsam.adapter": "tora",
+        "mtsam.weighting": spec["w"],
+        "mlflow.note.content": note,
+    }
+    if spec["outcome"] == "stopped_early":
+        tags["mtsam.stopped_at_epoch"] = "1"
+    run = client.create_run(exp_id, start_time=t0, tags=tags, run_name=f"trial-{spec['trial_id']}")
+    rid = run.info.run_id
+    adapter = 50_000 * spec["r1"] // 8
+    metrics = [Metric("model/trainable_params", 1_000_000 + adapter, t0, 0)]
+    metrics += [
+        Metric("model/adapter_params", adapter, t0, 0),
+        Metric("model/total_params", 9_000_000, t0, 0),
+    ]
+    for epoch in range(1, epochs + 1):
+        ts = t0 + 1000 * epoch
+        values: dict[str, float] = {"train/loss/total": 1.0 / epoch}
+        if spec["val"] is not None:
+            vals = {**CONTRACT_BASE, "semantic": {"miou": spec["val"], "pix_acc": 0.80}}
+            values.update(_flat("val", vals))
+            values["best/epoch"] = epoch
+            tests = {**CONTRACT_BASE, "semantic": {"miou": spec["test"], "pix_acc": 0.80}}
+            values.update(_flat("test", tests))
+        metrics += [Metric(k, float(v), ts, epoch) for k, v in values.items()]
+    params = {
+        "adapter.type": "tora",
+        "adapter.r1": str(spec["r1"]),
+        "adapter.r2": "16",
+        "adapter.r3": "4",
+        "adapter.targets": "q,k,v",
+        "train.lr": str(spec["lr"]),
+        "train.epochs": str(CONTRACT_EPOCHS),
+        "weighting.method": spec["w"],
+    }
+    if spec["w"] == "dwa":
+        params["weighting.temperature"] = str(1.0 + i)
+    client.log_batch(rid, metrics=metrics, params=[Param(k, v) for k, v in params.items()])
+    client.set_terminated(rid, _STATUS[spec["outcome"]], end_time=t0 + 1000 * (epochs + 1))
+    return rid
+
+
+def populate_contract_store(
+    tmp: Path, objective: str = "val/delta_b_task", mode: str = "max", trivial_artifact: bool = False
+) -> dict:
+    """Experiment "contract": parent (objective tags, baseline.json, trivial/ and sweep/ metrics, or
+    the artifact trivial.json instead of trivial/ metrics), CONTRACT_TRIALS as children and two
+    nested baseline runs named by mtsam.baseline_runs."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    uri = f"sqlite:///{tmp}/mlflow.db"
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("contract", artifact_location=f"{(tmp / 'artifacts').as_uri()}/contract")
+    parent = client.create_run(
+        exp,
+        run_name="contract",
+        start_time=1_700_000_000_000,
+        tags={
+            "mtsam.role": "sweep",
+            "mtsam.sweep": "contract",
+            "mtsam.objective": objective,
+            "mtsam.objective_mode": mode,
+            "mtsam.search_mode": "single",
+            "mtsam.scheduler": "ASHA",
+            "mtsam.sampler": "TPE",
+            "mtsam.baseline": "auto nyuv2/tiny",
+            "mlflow.note.content": "searched train.lr, adapter.r1, weighting.method\nΔb: task-averaged, %",
+        },
+    ).info.run_id
+    base_ids = []
+    for task in CONTRACT_BASE:
+        tags = {"mtsam.role": "baseline", "mtsam.task": task, "mlflow.parentRunId": parent}
+        rid = client.create_run(exp, tags=tags, run_name=f"baseline-{task}").info.run_id
+        values = {**_flat("val", {task: CONTRACT_BASE[task]}), **_flat("test", {task: CONTRACT_BASE[task]})}
+        client.log_batch(rid, metrics=[Metric(k, v, 1, 3) for k, v in values.items()])
+        client.set_terminated(rid, "FINISHED")
+        base_ids.append(rid)
+    client.set_tag(parent, "mtsam.baseline_runs", ",".join(base_ids))
+    path = tmp / "contract" / "baseline.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(CONTRACT_BASELINE))
+    client.log_artifact(parent, str(path))
+    t0 = 1_700_000_100_000
+    run_ids = {
+        s["trial_id"]: _contract_trial(client, exp, parent, s, t0 + 10_000 * i, i)
+        for i, s in enumerate(CONTRACT_TRIALS)
+    }
+    parent_metrics = {
+        f"trivial/{k}": v for split, ts in CONTRACT_TRIVIAL.items() for k, v in _flat(split, ts).items()
+    }
+    if trivial_artifact:
+        parent_metrics = {}
+        trivial = tmp / "contract" / "trivial.json"
+        trivial.write_text(json.dumps({**CONTRACT_TRIVIAL, "predictor": {"semantic": "majority class"}}))
+        client.log_artifact(parent, str(trivial))
+    parent_metrics.update(
+        {"sweep/trials/finished": 3, "sweep/trials/stopped_early": 1, "sweep/trials/failed": 1}
+    )
+    client.log_batch(parent, metrics=[Metric(k, float(v), 1, 0) for k, v in parent_metrics.items()])
+    client.set_terminated(parent, "FINISHED")
+    return {
+        "uri": uri,
+        "experiment": "contract",
+        "parent_run_id": parent,
+        "run_ids": run_ids,
+        "baselines": base_ids,
+    }

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
 import pytest
-from conftest_analysis import BASELINE, TEST_BASE, TRIALS, VAL_SCALE, populate_store
+from conftest_analysis import BASELINE, TEST_BASE, TRIALS, VAL_SCALE, populate_contract_store, populate_store
 
 import analysis
 from analysis.outdir import MANIFEST
@@ -140,49 +140,63 @@ def test_baseline_runs_are_separate_and_give_a_baseline(sweep):
     assert built["test"] == {"semantic": TEST_BASE["semantic"]}
 
 
-def test_results_table_best_trial_per_group(sweep):
+def _val_delta(trial: str) -> float:
+    """Task-averaged Δb on validation at the selected epoch (val metrics = test × VAL_SCALE there;
+    the val baseline's miou is 0.55)."""
+    spec = next(s for s in TRIALS if s["trial_id"] == trial)
+    scale = VAL_SCALE[spec["best_epoch"]]
+    test = {t: {m: v * scale for m, v in ms.items()} for t, ms in spec["test"].items()}
+    semantic = ((test["semantic"]["miou"] - 0.55) / 0.55 + (test["semantic"]["pix_acc"] - 0.80) / 0.80) / 2
+    depth = -((test["depth"]["abs_err"] - 0.50) / 0.50 + (test["depth"]["rel_err"] - 0.20) / 0.20) / 2
+    n = test["normal"]
+    normal = (
+        -(n["mean"] - 20.0) / 20.0 - (n["median"] - 16.0) / 16.0 + (n["within_11.25"] - 0.40) / 0.40
+    ) / 3
+    return 100 * (semantic + depth + normal) / 3
+
+
+def test_results_table_ranks_full_budget_trials_by_validation(sweep):
     table = analysis.results_table(sweep.trials, baseline=sweep.baseline)
     metric_headers = ["semantic miou ↑", "semantic pix_acc ↑", "depth abs_err ↓", "depth rel_err ↓"]
     metric_headers += ["normal mean ↓", "normal median ↓", "normal within_11.25 ↑"]
-    expected = ["adapter", "weighting", "ranks", "trial", *metric_headers]
-    assert list(table.columns) == [*expected, "Δb task (%) ↑", "Δb metric (%) ↑", "trainable params"]
-    assert table.loc[0, "adapter"] == "single-task baseline" and table.loc[0, "semantic miou ↑"] == 0.40
+    expected = ["adapter", "weighting", "ranks", "trial", "epoch", "val Δb task-avg (%) ↑ [ranks]"]
+    expected += [f"test {h}" for h in metric_headers]
+    expected += ["test Δb task-avg (%) ↑", "test Δb metric-avg (%) ↑", "trainable params"]
+    assert list(table.columns) == expected
+    assert table.loc[0, "adapter"] == "single-task baseline" and table.loc[0, "test semantic miou ↑"] == 0.40
     body = table.iloc[1:]
-    assert body["trial"].tolist() == ["t1", "t2", "t3", "t4"]  # t5 failed; best Δb first
-    assert body["Δb task (%) ↑"].tolist() == pytest.approx(
-        [HAND_DELTA[t][0] for t in ("t1", "t2", "t3", "t4")]
+    assert body["trial"].tolist() == ["t1", "t2", "t4"]  # t3 stopped early, t5 failed; best val Δb first
+    assert body["val Δb task-avg (%) ↑ [ranks]"].tolist() == pytest.approx(
+        [_val_delta(t) for t in ("t1", "t2", "t4")]
     )
-    assert body["depth abs_err ↓"].tolist() == pytest.approx([0.45, 0.49, 0.50, 0.50])
-    assert body["trainable params"].tolist() == [3_000_000, 2_000_000, 3_000_000, 1_000_000]
+    assert body["test Δb task-avg (%) ↑"].tolist() == pytest.approx(
+        [HAND_DELTA[t][0] for t in ("t1", "t2", "t4")]
+    )
+    assert body["test depth abs_err ↓"].tolist() == pytest.approx([0.45, 0.49, 0.50])
+    assert body["epoch"].tolist() == [2, 3, 3]
+    assert body["trainable params"].tolist() == [3_000_000, 2_000_000, 1_000_000]
     coarse = analysis.results_table(sweep.trials, by=("adapter", "weighting"))
-    assert coarse["trial"].tolist() == ["t1", "t3", "t4"]  # t2 loses to t1 within (tora, equal)
+    assert coarse["trial"].tolist() == ["t1", "t4"]  # t2 loses to t1 within (tora, equal); dwa: only t3
 
 
 def test_rank_sensitivity_and_weighting_comparison(sweep):
     ranks = analysis.rank_sensitivity(sweep.trials).set_index(["rank", "setting"])
-    t1, t2, t3 = (HAND_DELTA[t][0] for t in ("t1", "t2", "t3"))
-    assert ranks.loc[("R1", 32), "trials"] == 2 and ranks.loc[("R1", 32), "best"] == pytest.approx(t1)
-    assert ranks.loc[("R1", 32), "mean"] == pytest.approx((t1 + t3) / 2)
-    assert ranks.loc[("R1", 16), "best_trial"] == "t2" and ranks.loc[("R3", 4), "trials"] == 3
+    t1, t2, t4 = (_val_delta(t) for t in ("t1", "t2", "t4"))
+    assert ranks.loc[("R1", 32), "trials"] == 1 and ranks.loc[("R1", 32), "best"] == pytest.approx(t1)
+    assert ranks.loc[("R1", 16), "best_trial"] == "t2" and ranks.loc[("R3", 4), "trials"] == 2
     assert ("R1", 8) not in ranks.index  # only the failed trial had R1 = 8
     w = analysis.weighting_comparison(sweep.trials).set_index("weighting")
     assert list(w.index) == ["equal", "dwa"]
-    assert (
-        w.loc["equal", "trials"] == 3
-        and w.loc["equal", "finished"] == 3
-        and w.loc["equal", "best_trial"] == "t1"
-    )
-    assert (
-        w.loc["dwa", "trials"] == 1
-        and w.loc["dwa", "finished"] == 0
-        and w.loc["dwa", "best"] == pytest.approx(t3)
-    )
-    assert w.loc["equal", "mean"] == pytest.approx((t1 + t2 + HAND_DELTA["t4"][0]) / 3)
+    assert w.loc["equal", "trials"] == 3 and w.loc["equal", "best_trial"] == "t1"
+    assert w.loc["equal", "mean"] == pytest.approx((t1 + t2 + t4) / 3)
+    # dwa's only trials stopped early (t3) or failed (t5): listed and counted, never averaged
+    assert w.loc["dwa", "trials"] == 0 and math.isnan(w.loc["dwa", "best"])
+    assert w.loc["dwa", "stopped early"] == 1 and w.loc["dwa", "failed"] == 1
 
 
 def test_pareto_front_is_exactly_the_non_dominated_trials(sweep):
     front = analysis.pareto_front(sweep.trials)
-    # t3 (3M params, Δb 0.5) is dominated by t1 (3M, 3.6); t5 has no Δb
+    # by validation Δb: t3 (3M params, −4.18 %) is dominated by t1 (3M, −1.39 %); t5 has no Δb
     assert front["trial_id"].tolist() == ["t4", "t2", "t1"]
     toy = pd.DataFrame(
         {"trial_id": list("abcdef"), "d": [1.0, 1.0, 2.0, 0.5, math.nan, 2.0], "p": [1, 1, 3, 2, 0, 4]}
@@ -206,10 +220,12 @@ def test_report_cli_writes_its_files(store, tmp_path, capsys):
     names = {p.name for p in out.iterdir()}
     assert {"report.html", "trials.csv", "history.csv", "results.md", "results.tex", "results.csv"} <= names
     assert {"pareto.png", "learning_curves.png", "rank_sensitivity.png", "weighting.png"} <= names
+    assert {"hyperparameters.png", "importance.png"} <= names
     assert MANIFEST in names and set(json.loads((out / MANIFEST).read_text())["files"]) == names - {MANIFEST}
     assert [p.name for p in tmp_path.iterdir()] == ["report"]  # no temp dirs left beside it
     html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 4 and "Δb task (%) ↑" in html and "t1" in html
+    assert html.count("data:image/png;base64,") == 6 and "val Δb task-avg (%) ↑" in html and "t1" in html
+    assert "stopped@2" in html and "FanovaImportanceEvaluator" in html and "gain(t, m)" in html
     assert len(pd.read_csv(out / "history.csv")) == 12 and len(pd.read_csv(out / "trials.csv")) == 5
     assert "report written" in capsys.readouterr().out
 
@@ -219,7 +235,7 @@ def test_sweep_without_baseline_has_no_delta_b_and_says_so(store, tmp_path):
     assert sweep.baseline is None and not sweep.has_delta_b
     assert not any(c.startswith("delta_b") for c in sweep.trials.columns)
     assert any("no baseline" in n for n in sweep.notes)
-    assert analysis.primary_objective(sweep.trials) == ("test/semantic/miou", True)
+    assert analysis.primary_objective(sweep.trials) == ("best/val/semantic/miou", True)
     table = analysis.results_table(sweep.trials)
     assert table["trial"].tolist() == ["t1", "t2"] and not any("Δb" in c for c in table.columns)
     out = tmp_path / "nobase"
@@ -268,24 +284,51 @@ def test_report_errors_are_one_line_without_traceback(store, tmp_path, capfd, ca
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
+def _stderr_or_warnings(notebook) -> list[str]:
+    import nbformat
+
+    found = []
+    for cell in nbformat.read(notebook, as_version=4).cells:
+        for output in cell.get("outputs", []):
+            text = output.get("text", "") if output.get("output_type") == "stream" else ""
+            if output.get("name") == "stderr" or "Warning" in text or output.get("output_type") == "error":
+                found.append(str(output)[:300])
+    return found
+
+
 def test_notebooks_execute_headless(store, tmp_path):
     from analysis.notebooks import run_notebook
 
-    # the Pareto notebook on the sweep without baseline: covers that path and spares a torch import;
-    # both at once (one kernel each) as most of their time is kernel start-up and imports
-    runs = {"sweep_summary": "sweep", "pareto": "sweep-nobase"}
-    with ThreadPoolExecutor(len(runs)) as pool:
-        futures = [
-            pool.submit(run_notebook, name, tmp_path / name, tracking_uri=store["uri"], experiment=exp)
-            for name, exp in runs.items()
-        ]
-        assert all(f.result().is_file() for f in futures)
-    assert {"results.md", "weighting.png", "rank_sensitivity.png", "learning_curves.png"} <= {
-        p.name for p in (tmp_path / "sweep_summary").iterdir()
+    # pareto with its defaults only: sqlite:///runs/mlflow.db found from a parent folder (the repo root
+    # of `make demo`), experiment None = the store's latest sweep. Both at once (one kernel each), as
+    # most of their time is kernel start-up and imports.
+    populate_contract_store(tmp_path / "runs")
+    runs = {
+        "sweep_summary": {"tracking_uri": store["uri"], "experiment": "sweep"},
+        "pareto": {},
     }
-    assert (tmp_path / "pareto" / "pareto.png").stat().st_size > 1000
-    front = pd.read_csv(tmp_path / "pareto" / "pareto.csv")
-    assert front["trial_id"].tolist() == ["t2", "t1"]  # t1 (higher mIoU, more params) vs t2
+    with ThreadPoolExecutor(len(runs)) as pool:
+        futures = {
+            name: pool.submit(run_notebook, name, tmp_path / "nb" / name, **params)
+            for name, params in runs.items()
+        }
+        notebooks = {name: f.result() for name, f in futures.items()}
+    for name, notebook in notebooks.items():
+        assert not _stderr_or_warnings(notebook), (name, _stderr_or_warnings(notebook))
+    summary = tmp_path / "nb" / "sweep_summary"
+    assert {"results.md", "weighting.png", "rank_sensitivity.png", "learning_curves.png"} <= {
+        p.name for p in summary.iterdir()
+    }
+    assert "hyperparameters.png" in {p.name for p in summary.iterdir()}
+    text = notebooks["sweep_summary"].read_text()
+    assert "val Δb vs trial t1" in text and "gain(t, m)" in text  # re-basing shown, Δb explained
+    assert (tmp_path / "nb" / "pareto" / "pareto.png").stat().st_size > 1000
+    front = pd.read_csv(tmp_path / "nb" / "pareto" / "pareto.csv")
+    assert front["trial_id"].tolist() == ["C", "A"]  # picked on validation among full-budget trials
+    assert (
+        "sweep 'contract' from sqlite:///" + str(tmp_path / "runs" / "mlflow.db")
+        in notebooks["pareto"].read_text()
+    )
 
 
 def test_report_never_deletes_what_it_did_not_write(store, tmp_path, capfd):

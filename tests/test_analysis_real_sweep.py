@@ -24,15 +24,15 @@ def test_loads_every_trial_and_epoch(tiny_sweep):
 
 def test_pareto_front_is_the_non_dominated_trials(tiny_sweep):
     trials = analysis.load_sweep(tiny_sweep.tracking_uri, tiny_sweep.experiment).trials
-    trials = trials[trials["delta_b_task"].notna()]
+    trials = trials[trials["val_delta_b_task"].notna()]  # the default: validation Δb, never test
     front = set(analysis.pareto_front(trials)["trial_id"])
-    rows = list(trials[["trial_id", "delta_b_task", "trainable_params"]].itertuples(index=False))
+    rows = list(trials[["trial_id", "val_delta_b_task", "trainable_params"]].itertuples(index=False))
 
     def dominated(a):
         return any(
-            b.delta_b_task >= a.delta_b_task
+            b.val_delta_b_task >= a.val_delta_b_task
             and b.trainable_params <= a.trainable_params
-            and (b.delta_b_task > a.delta_b_task or b.trainable_params < a.trainable_params)
+            and (b.val_delta_b_task > a.val_delta_b_task or b.trainable_params < a.trainable_params)
             for b in rows
         )
 
@@ -56,7 +56,8 @@ def test_report_and_notebook_on_the_real_store(tiny_sweep, tmp_path):
         == 0
     )
     assert {"report.html", "trials.csv", "history.csv", "pareto.png"} <= {p.name for p in out.iterdir()}
-    assert "Δb" in (out / "report.html").read_text()
+    html = (out / "report.html").read_text()
+    assert "Δb" in html and "val/delta_b_task" in html and "gain(t, m)" in html
     nb_out = tmp_path / "nb"
     run_notebook(
         "sweep_summary", nb_out, tracking_uri=tiny_sweep.tracking_uri, experiment=tiny_sweep.experiment

@@ -127,6 +127,7 @@ def run_trial(
     for name in ("ray.train", "ray.tune"):  # no "checkpoint created" / "restored" line per epoch
         logging.getLogger(name).setLevel(logging.WARNING)
 
+    from mtsam.errors import NonFiniteError
     from mtsam.trainer import NonFiniteLoss
 
     # Divergence is deterministic: a retry would diverge again, so a retried trial that already
@@ -182,7 +183,7 @@ def run_trial(
         extra.update({f"model/{k}_params": v for k, v in trainer.model.parameter_summary().items()})
         try:
             trainer.fit()
-        except NonFiniteLoss as exc:
+        except (NonFiniteLoss, NonFiniteError) as exc:  # NaN predictions: a retry would only repeat it
             diverged.write_text(str(exc))
             raise
         finally:
