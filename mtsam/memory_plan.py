@@ -257,7 +257,66 @@ def fit_check(config, capacity_bytes: float, device_type: str = "cuda") -> str |
     )
 
 
+def trial_capacity(gpu_memory_gb: float | None, share: float, capped: bool) -> float | None:
+    """Bytes one trial may use: its share of the card when fractional GPUs are capped; None (the
+    trainer reads the device) when neither the setting nor a CUDA device says."""
+    fraction = share if capped and 0 < share < 1 else 1.0
+    if gpu_memory_gb is not None:
+        return gpu_memory_gb * 1e9 * fraction
+    if fraction < 1 and torch.cuda.is_available():
+        return torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory * fraction
+    return None
+
+
+def refuse_if_too_big(config, device: torch.device, capacity_bytes: float | None = None) -> None:
+    """Raise ConfigError (one line) when ``config`` cannot fit the CUDA device it is about to train
+    on; ``capacity_bytes`` defaults to the device's own memory."""
+    from .errors import ConfigError
+
+    if device.type != "cuda":
+        return
+    if capacity_bytes is None:
+        capacity_bytes = torch.cuda.get_device_properties(device).total_memory
+    problem = fit_check(config, capacity_bytes, "cuda")
+    if problem:
+        raise ConfigError(f"memory: {config.model.variant} at this batch/image size {problem}")
+
+
 def _native_size(config) -> int:
     from .variants import variant_spec
 
     return variant_spec(config.model.variant).image_size
+
+
+def config_label(config) -> str:
+    """Short description of what sets a config's memory: adapter, blocks, batch, image size."""
+    a = config.adapter
+    kind = a.type
+    if kind == "tora":
+        kind += " " + "/".join(map(str, a.ranks))
+    elif kind != "none":
+        kind += f" r{a.rank}"
+    if kind != "none" and a.type != "none":
+        from .adapters import blocks_label
+
+        kind += f" {','.join(a.targets)} blocks {blocks_label(a.blocks)}"
+    size = config.model.image_size or _native_size(config)
+    ckpt = ", checkpointing" if config.train.activation_checkpointing else ""
+    return f"{config.model.variant} {size} px, {kind}, batch {config.data.batch_size}{ckpt}"
+
+
+def plan_lines(configs, device_type: str, capacity_bytes: float | None) -> list[str]:
+    """One line per distinct config (by what sets its memory): estimate and fit verdict."""
+    lines, seen = [], set()
+    for config in configs:
+        label = config_label(config)
+        if label in seen:
+            continue
+        seen.add(label)
+        est = estimate_for_config(config, device_type)
+        verdict = ""
+        if capacity_bytes is not None and device_type == "cuda":
+            problem = fit_check(config, capacity_bytes, device_type)
+            verdict = f"  REFUSED: {problem}" if problem else "  fits"
+        lines.append(f"{label}: {est.total / GIB:.2f} GiB ({est.precision}){verdict}")
+    return lines

@@ -64,6 +64,10 @@ class ResourcesSection(_Section):
     # share: a trial given 0.5 GPU may allocate at most half the card's memory (torch's per-process
     # fraction), so one trial's growth fails that trial instead of its neighbours; unlimited: no cap
     gpu_memory: Literal["share", "unlimited"] = "share"
+    # Memory of one worker GPU in GB (10^9 bytes, as sold: 24 for an A10G, 80 for an A100/H100).
+    # Given, a trial whose estimated peak (mtsam/memory_plan.py) exceeds its share is refused
+    # before it starts; None: trials check against the GPU they land on.
+    gpu_memory_gb: float | None = Field(None, gt=0.0)
 
     @field_validator("cpu", "gpu")
     @classmethod

@@ -13,8 +13,10 @@ from typing import Any
 
 import yaml
 
+from mtsam.adapters.config import block_indices, parse_blocks
 from mtsam.config import DEFAULT_CONFIG, RunConfig, config_to_dict, read_yaml, validate_config
 from mtsam.errors import CheckpointError, ConfigError
+from mtsam.variants import VARIANTS
 
 from .config import SweepConfig
 from .sampler import apply_params, corner_points
@@ -144,6 +146,10 @@ def _objective(cfg: SweepConfig, base: dict, has_baseline: bool) -> tuple[str, s
 
 
 def _check_space(cfg: SweepConfig, base: dict) -> None:
+    blocks = cfg.space.adapter.blocks
+    spec = VARIANTS.get(base["model"]["variant"])
+    for choice in blocks.choice if blocks is not None and spec is not None else ():
+        block_indices(parse_blocks(choice), spec.depth, f"space.adapter.blocks ({base['model']['variant']})")
     for values in corner_points(cfg.space, base):
         try:
             validate_config(apply_params(base, values))

@@ -113,12 +113,17 @@ def placement(run_config, cap_gpu_memory: bool) -> dict:
 
 
 def run_trial(
-    config: dict, trial_base: dict, sync_epochs: frozenset[int] = frozenset(), cap_gpu_memory: bool = True
+    config: dict,
+    trial_base: dict,
+    sync_epochs: frozenset[int] = frozenset(),
+    cap_gpu_memory: bool = True,
+    gpu_memory_gb: float | None = None,
 ) -> None:
     """``config``: the sampled values (Ray's nested dict); ``trial_base``: the base run config with
     the baseline and selection metric already in; ``sync_epochs``: epochs after which the scheduler
     may stop the trial; ``cap_gpu_memory``: hold a fractional-GPU trial to its share of the card's
-    memory (``resources.gpu_memory``); all passed with ``tune.with_parameters``."""
+    memory (``resources.gpu_memory``); ``gpu_memory_gb``: one GPU's memory, to refuse a trial that
+    cannot fit before it trains (``resources.gpu_memory_gb``); all passed with ``tune.with_parameters``."""
     import logging
 
     from mtsam.adapter_state import atomic_torch_save
@@ -149,6 +154,10 @@ def run_trial(
                         shutil.copy2(Path(folder) / name, run_dir / name)
             resume_from = run_dir
         extra = placement(run_config, cap_gpu_memory)  # node_id, placement/*: in every result
+        from mtsam.memory_plan import trial_capacity
+
+        share = float(extra["placement/gpu_share"])
+        capacity = trial_capacity(gpu_memory_gb, share, cap_gpu_memory)
 
         reporter = BackgroundReporter(sync_epochs)
         # Each epoch's training checkpoint is written by the reporter thread straight into the
@@ -178,6 +187,7 @@ def run_trial(
             resume_from=resume_from,
             interrupt=reporter.check,
             write_checkpoint=defer_write,
+            gpu_memory_bytes=capacity,
         )
         extra.update({f"model/{k}_params": v for k, v in trainer.model.parameter_summary().items()})
         try:
