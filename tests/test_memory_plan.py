@@ -86,3 +86,28 @@ def test_estimate_within_20_percent_of_measured_cpu_peak():
     measured = memory.measure(["ours"], spec, torch.device("cpu"), 1, "fp32")["ours"]["peak_mib"]
     est = estimate_memory("vit_b_short", TASKS, TORA, 256, 1, (288, 384), "fp32").training_state / 2**20
     assert 0.8 <= est / measured <= 1.2, (est, measured)
+
+
+def test_train_flops_follow_blocks_and_the_trunk():
+    from mtsam.flops import train_flops_per_image as flops
+
+    tora = dict(TORA, ranks=[8, 8, 2])
+    full = flops("small", NYU, tora, 128, (96, 128))
+    half = flops("small", NYU, dict(tora, blocks="last:2"), 128, (96, 128))
+    agnostic = flops("small", NYU, {"type": "shared_lora", "rank": 4}, 128, (96, 128))
+    ckpt = flops("small", NYU, tora, 128, (96, 128), activation_checkpointing=True)
+    assert agnostic < half < full < ckpt  # checkpointing pays with recomputation
+
+
+def test_pareto_cost_is_selectable():
+    from mtsam.sweep.config import load_sweep_config
+    from mtsam.sweep.plan import make_plan
+
+    plan = make_plan(*load_sweep_config(ROOT / "tune/configs/pareto.yaml"))
+    assert plan.objectives[1] == ("model/train_gflops_per_image", "min")
+
+    def cost(*overrides):
+        return make_plan(*load_sweep_config(None, ["search.mode=pareto", *overrides])).objectives[1][0]
+
+    assert cost("search.cost=peak_memory") == "model/est_peak_memory_gib"
+    assert cost() == "model/trainable_params"

@@ -23,6 +23,12 @@ from .sampler import apply_params, corner_points
 from .study import dashboard_location, study_file
 
 PARAMS_METRIC = "model/trainable_params"
+# search.cost → the metric every trial reports for it (mtsam/sweep/trainable.py)
+COST_METRICS = {
+    "trainable_params": PARAMS_METRIC,
+    "train_flops": "model/train_gflops_per_image",
+    "peak_memory": "model/est_peak_memory_gib",
+}
 
 
 @dataclass
@@ -182,7 +188,9 @@ def make_plan(cfg: SweepConfig, config_file: Path | None) -> SweepPlan:
             "tracking_uri": tracking,
         }
     )
-    objectives = [(metric, mode), (PARAMS_METRIC, "min")] if cfg.search.mode == "pareto" else [(metric, mode)]
+    objectives = [(metric, mode)]
+    if cfg.search.mode == "pareto":
+        objectives.append((COST_METRICS[cfg.search.cost], "min"))
     return SweepPlan(
         config=resolved,
         config_file=str(config_file) if config_file else None,

@@ -112,6 +112,18 @@ def placement(run_config, cap_gpu_memory: bool) -> dict:
     }
 
 
+def cost_metrics(run_config, device_type: str) -> dict[str, float]:
+    """The Pareto costs (``search.cost``) of this trial's config, from the meta-device counts."""
+    from mtsam.flops import flops_for_config
+    from mtsam.memory_plan import GIB, estimate_for_config
+
+    memory = estimate_for_config(run_config, device_type).total
+    return {
+        "model/train_gflops_per_image": round(flops_for_config(run_config) / 1e9, 3),
+        "model/est_peak_memory_gib": round(memory / GIB, 4),
+    }
+
+
 def run_trial(
     config: dict,
     trial_base: dict,
@@ -190,6 +202,7 @@ def run_trial(
             gpu_memory_bytes=capacity,
         )
         extra.update({f"model/{k}_params": v for k, v in trainer.model.parameter_summary().items()})
+        extra.update(cost_metrics(run_config, trainer.device.type))
         try:
             trainer.fit()
         except NonFiniteLoss as exc:
