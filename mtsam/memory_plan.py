@@ -42,6 +42,7 @@ class MemoryEstimate:
     activations: int
     workspace: int
     activations_without_checkpointing: int
+    recompute: int  # of ``activations``: one checkpointed block recomputed during backward
     precision: str
     activation_checkpointing: bool
 
@@ -50,12 +51,17 @@ class MemoryEstimate:
         return self.weights + self.gradients + self.optimizer + self.activations + self.workspace
 
     @property
+    def saved_for_backward(self) -> int:
+        """What the forward leaves saved for backward (activations without the recompute term)."""
+        return self.activations - self.recompute
+
+    @property
     def training_state(self) -> int:
         """What one step adds on top of the loaded model (what the benchmarks measure)."""
         return self.total - self.weights
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "total": self.total}
+        return {**asdict(self), "total": self.total, "saved_for_backward": self.saved_for_backward}
 
     def describe(self) -> str:
         g = lambda v: f"{v / GIB:.2f}"  # noqa: E731
@@ -134,17 +140,22 @@ def _estimate(key: str) -> MemoryEstimate:
     layout = model.encoder_layout()
     graph_free = layout["graph_free_blocks"]
     blocks = saved["per_block"]
-    activations_plain = saved["other"] + sum(blocks.values())
-    if bf16:  # autocast's bf16 copies of the (float32) weights of layers that run with a graph
-        graphed = [b for i, b in enumerate(model.image_encoder.blocks) if i >= graph_free]
-        graphed += [model.image_encoder.neck, model.decoders]
-        activations_plain += sum(p.numel() * 2 for m in graphed for p in m.parameters())
-    activations = activations_plain
+    # bf16: autocast's bf16 copies of the (float32) weights of the layers that run with a graph
+    copies = {
+        i: sum(p.numel() * 2 for p in b.parameters()) if bf16 and i >= graph_free else 0
+        for i, b in enumerate(model.image_encoder.blocks)
+    }
+    heads = [model.image_encoder.neck, model.decoders]
+    head_copies = sum(p.numel() * 2 for m in heads for p in m.parameters()) if bf16 else 0
+    activations_plain = saved["other"] + head_copies + sum(blocks.values()) + sum(copies.values())
+    activations, recompute = activations_plain, 0
     if spec["activation_checkpointing"]:
         ckpt = [i for i in blocks if i >= graph_free]
-        if ckpt:
-            activations += sum(saved["block_input"][i] - blocks[i] for i in ckpt)
-            activations += max(blocks[i] for i in ckpt)
+        if ckpt:  # kept: block inputs; recomputed in backward: one block at a time
+            activations -= sum(blocks[i] + copies[i] for i in ckpt)
+            activations += sum(saved["block_input"][i] for i in ckpt)
+            recompute = max(blocks[i] + copies[i] for i in ckpt)
+            activations += recompute
     return MemoryEstimate(
         weights=weights,
         gradients=grads,
@@ -152,6 +163,7 @@ def _estimate(key: str) -> MemoryEstimate:
         activations=activations,
         workspace=2 * saved["largest"],
         activations_without_checkpointing=activations_plain,
+        recompute=recompute,
         precision="bf16 autocast" if bf16 else "float32",
         activation_checkpointing=bool(spec["activation_checkpointing"]),
     )

@@ -170,6 +170,9 @@ def test_run_quick_tiny_prints_json(tmp_path, precision):
     for key in ("p1_tora_over_frozen", "p1_materialised_over_factored", "p2_step_over_frozen"):
         assert doc[key]["value"] > 0 and doc[key]["target"]
     assert doc["p3_step_over_reference"]["value"] > 0
+    for key in ("p6_agnostic_step_over_tora", "p8_half_depth_over_full"):
+        assert doc[key]["value"] > 0 and doc[key]["target"] == "<= " + ("0.45" if "p6" in key else "0.75")
+    assert 0 < doc["p7_memory"]["value"] < 0.3 and doc["p7_memory"]["saved_for_backward_gib"]["off"] > 10
     assert doc["p4_sweep_efficiency"]["value"] is None and doc["p4_sweep_efficiency"]["reason"]
     assert doc["meta"]["mode"] == "tiny"
     assert doc["meta"]["precision"] == ("bf16 autocast" if precision == "bf16" else "float32")
