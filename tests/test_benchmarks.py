@@ -231,3 +231,19 @@ def test_command_phases_from_the_mlflow_store(tmp_path):
         "end": 5.0,
         "mlflow_after_last_report": 0.4,
     }
+
+
+def test_memory_check_and_gpu_summary_run_on_cpu(tmp_path):
+    """The GPU check's Python parts at smoke-test shapes (the GPU itself is not here)."""
+    from benchmarks.gpu_summary import summarize
+    from benchmarks.memory_check import check
+
+    doc = check("tiny", "cpu", "auto")
+    (shape,) = doc["shapes"].values()
+    assert shape["ours_estimate_mib"] > 0 and shape["measured_mib"]["ours"] is not None
+    assert doc["met"]  # tiny: reported, not judged
+    (tmp_path / "memory.json").write_text(json.dumps(doc))
+    lines, ok = summarize([str(tmp_path / "memory.json"), str(tmp_path / "missing.json")])
+    assert not ok and lines[-1] == f"missing: {tmp_path / 'missing.json'}"
+    assert lines[0].startswith("memory tiny@64px B=1: estimate ÷ measured ")
+    assert subprocess.run(["bash", "-n", str(ROOT / "benchmarks/gpu_check.sh")]).returncode == 0
