@@ -111,3 +111,14 @@ def test_pareto_cost_is_selectable():
 
     assert cost("search.cost=peak_memory") == "model/est_peak_memory_gib"
     assert cost() == "model/trainable_params"
+
+
+def test_trials_report_only_the_cost_the_sweep_minimises():
+    from mtsam.sweep.trainable import cost_metrics
+
+    config = load_config()
+    assert cost_metrics(config, "cpu", None) == {}
+    (flops,) = cost_metrics(config, "cpu", "train_flops").items()
+    (memory,) = cost_metrics(config, "cuda", "peak_memory").items()
+    assert flops[0] == "model/train_gflops_per_image" and flops[1] > 0
+    assert memory[0] == "model/est_peak_memory_gib" and 0 < memory[1] < 1

@@ -112,16 +112,20 @@ def placement(run_config, cap_gpu_memory: bool) -> dict:
     }
 
 
-def cost_metrics(run_config, device_type: str) -> dict[str, float]:
-    """The Pareto costs (``search.cost``) of this trial's config, from the meta-device counts."""
-    from mtsam.flops import flops_for_config
-    from mtsam.memory_plan import GIB, estimate_for_config
+def cost_metrics(run_config, device_type: str, cost: str | None) -> dict[str, float]:
+    """The Pareto cost ``search.cost`` of this trial's config, from the meta-device counts; only
+    the one a sweep minimises (a count takes ~0.1–3 s, too much to spend on every trial)."""
+    if cost == "train_flops":
+        from mtsam.flops import flops_for_config
 
-    memory = estimate_for_config(run_config, device_type).total
-    return {
-        "model/train_gflops_per_image": round(flops_for_config(run_config) / 1e9, 3),
-        "model/est_peak_memory_gib": round(memory / GIB, 4),
-    }
+        return {"model/train_gflops_per_image": round(flops_for_config(run_config) / 1e9, 3)}
+    if cost == "peak_memory":
+        from mtsam.memory_plan import GIB, estimate_for_config
+
+        return {
+            "model/est_peak_memory_gib": round(estimate_for_config(run_config, device_type).total / GIB, 4)
+        }
+    return {}
 
 
 def run_trial(
@@ -130,12 +134,14 @@ def run_trial(
     sync_epochs: frozenset[int] = frozenset(),
     cap_gpu_memory: bool = True,
     gpu_memory_gb: float | None = None,
+    cost: str | None = None,
 ) -> None:
     """``config``: the sampled values (Ray's nested dict); ``trial_base``: the base run config with
     the baseline and selection metric already in; ``sync_epochs``: epochs after which the scheduler
     may stop the trial; ``cap_gpu_memory``: hold a fractional-GPU trial to its share of the card's
     memory (``resources.gpu_memory``); ``gpu_memory_gb``: one GPU's memory, to refuse a trial that
-    cannot fit before it trains (``resources.gpu_memory_gb``); all passed with ``tune.with_parameters``."""
+    cannot fit before it trains (``resources.gpu_memory_gb``); ``cost``: the Pareto cost to report
+    (``search.cost``, None: none beyond the parameter counts); all passed with ``tune.with_parameters``."""
     import logging
 
     from mtsam.adapter_state import atomic_torch_save
@@ -202,7 +208,7 @@ def run_trial(
             gpu_memory_bytes=capacity,
         )
         extra.update({f"model/{k}_params": v for k, v in trainer.model.parameter_summary().items()})
-        extra.update(cost_metrics(run_config, trainer.device.type))
+        extra.update(cost_metrics(run_config, trainer.device.type, cost))
         try:
             trainer.fit()
         except NonFiniteLoss as exc:
