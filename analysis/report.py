@@ -2,19 +2,17 @@
 
     python -m analysis.report --tracking-uri sqlite:///runs/mlflow.db --experiment NAME --out DIR
 
-Writes DIR/report.html, trials.csv, history.csv, results.{md,tex,csv} and the figures' PNGs. Every
-file is written into a temporary directory beside DIR that replaces DIR at the end, so an error
-never leaves DIR half-written (nor creates it). Errors: one ``error: ...`` line, exit status 2.
+Writes DIR/report.html, trials.csv, history.csv, results.{md,tex,csv}, the figures' PNGs and a
+manifest listing them (``analysis.outdir``). DIR must be new, empty or an earlier report: only the
+report's own files are replaced, nothing else in DIR is touched, and an error leaves DIR as it was.
+Errors: one ``error: ...`` line, exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
-import shutil
 import sys
-import tempfile
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +20,7 @@ from pathlib import Path
 from analysis import html
 from analysis.errors import AnalysisError
 from analysis.export import export_table
+from analysis.outdir import MANIFEST, check_out_dir, write_report_dir
 from analysis.plots import save_figure
 from analysis.sweep import Sweep
 
@@ -47,7 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--experiment", help="sweep (MLflow experiment) name")
     parser.add_argument("--parent-run-id", help="parent run of the sweep (default: the experiment's latest)")
-    parser.add_argument("--out", required=True, type=Path, help="output directory (replaced as a whole)")
+    parser.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        help=f"output directory: new, empty or an earlier report (with {MANIFEST})",
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks and MLflow's logging")
     return parser
 
@@ -82,47 +86,14 @@ def write_report(sweep: Sweep, out_dir: Path) -> list[Path]:
     return [out_dir / "report.html", *written]
 
 
-def _check_out_dir(out: Path) -> None:
-    """Fail before any work when DIR cannot be written (nothing is created here)."""
-    if out.exists() and not out.is_dir():
-        raise AnalysisError(f"output path {out} is a file; expected a directory (created or replaced)")
-    existing = out.parent
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        raise AnalysisError(f"output directory {out} cannot be created: {existing} is not a directory")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise AnalysisError(f"output directory {out} cannot be created: {existing} is not writable")
-    if out.exists() and not os.access(out, os.W_OK | os.X_OK):
-        raise AnalysisError(f"output directory {out} is not writable")
-
-
-def _write_atomically(sweep: Sweep, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        write_report(sweep, tmp)
-        tmp.chmod(0o755)  # mkdtemp makes it private; the report is meant to be shared
-        if out.exists():  # swap: the old report disappears only once the new one is complete
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, old / out.name)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 def run(args: argparse.Namespace) -> Path:
     from analysis.mlflow_source import load_mlflow_sweep
 
     out = args.out.expanduser().absolute()
-    _check_out_dir(out)
+    check_out_dir(out)  # refuse a folder that is not ours before the (slow) load
     sweep = load_mlflow_sweep(args.tracking_uri, args.experiment, args.parent_run_id)
     try:
-        _write_atomically(sweep, out)
+        write_report_dir(out, lambda staging: write_report(sweep, staging))
     except OSError as err:
         raise AnalysisError(f"cannot write the report to {out}: {err.strerror or err}") from err
     return out

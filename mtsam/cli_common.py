@@ -21,9 +21,21 @@ def run_cli(main: Callable[[argparse.Namespace], int], parser: argparse.Argument
     except (MTSAMError, OSError) as exc:
         if getattr(args, "debug", False):
             raise
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+
+
+def one_line(exc: BaseException) -> str:
+    """The message's first line; for an error re-raised from a DataLoader worker ("Caught DataError
+    in DataLoader worker process 0. Original Traceback ...") the original error's own line."""
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    if lines[0].startswith("Caught ") and "worker" in lines[0] and len(lines) > 1:
+        last = lines[-1]
+        prefix = f"{type(exc).__module__}.{type(exc).__name__}: "
+        return last.removeprefix(prefix).removeprefix(f"{type(exc).__name__}: ")
+    return lines[0]

@@ -193,6 +193,11 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Set each ``a.b=value`` in ``data``; an override switching ``adapter.type`` or
+    ``weighting.method`` drops the old family's keys with a note (``mtsam.config_switch``)."""
+    from .config_switch import drop_foreign_keys
+
+    parsed = []
     for text in overrides:
         path, value = parse_override(text)
         node = data
@@ -201,6 +206,8 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
                 raise ConfigError(f"--set {text!r}: {part} is not a section")
             node = node.setdefault(part, {})
         node[path[-1]] = value
+        parsed.append((path, value))
+    drop_foreign_keys(data, parsed)
     return data
 
 

@@ -19,3 +19,7 @@ class ConfigError(MTSAMError, ValueError):
 
 class CheckpointError(MTSAMError, ValueError):
     """A checkpoint cannot be read or does not match the model."""
+
+
+class NonFiniteError(MTSAMError, ValueError):
+    """A model output fed to a metric holds NaN/inf: the evaluation is invalid and must not count."""

@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping
 
 import torch
 
-from .errors import ConfigError
+from .errors import ConfigError, NonFiniteError
 from .metrics import delta_b
 from .tasks import Task
 
@@ -82,7 +82,10 @@ def evaluate(
                 else:
                     outputs = {t: model.forward_task(images, t) for t in names}
             for t in names:
-                meters[t].update(outputs[t].float().cpu(), batch[t])
+                try:
+                    meters[t].update(outputs[t].float().cpu(), batch[t])
+                except NonFiniteError as err:  # say which split: it is never a result
+                    raise NonFiniteError(f"{split} evaluation: {err}") from None
     finally:
         model.train(was_training)
     results = {t: meters[t].compute() for t in names}

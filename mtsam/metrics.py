@@ -2,7 +2,8 @@
 
 Every meter pools over the whole split (not per batch or per image), so numbers do not depend on
 batch size. ``update`` takes the model output *after* its head and the batch target; ``compute``
-returns exactly the metric names of the matching task, NaN when nothing valid was seen.
+returns exactly the metric names of the matching task, NaN when nothing valid was seen. A
+non-finite prediction raises ``NonFiniteError`` instead of being counted.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mtsam.errors import ConfigError
+from mtsam.errors import ConfigError, NonFiniteError
 
 NORMAL_THRESHOLDS = (11.25, 22.5, 30.0)
 
@@ -28,9 +29,17 @@ class Meter(Protocol):
     def compute(self) -> dict[str, float]: ...
 
 
-def _check_spatial(pred: Tensor, target: Tensor) -> None:
+def _check_spatial(pred: Tensor, target: Tensor, task: str) -> None:
     if pred.shape[0] != target.shape[0] or pred.shape[-2:] != target.shape[-2:]:
         raise ValueError(f"prediction {tuple(pred.shape)} does not match target {tuple(target.shape)}")
+    # a NaN would otherwise pass as a class id (argmax) or vanish into a mean: a finite-looking
+    # metric from a broken model, which could then be selected as the best epoch
+    if pred.is_floating_point() and not bool(torch.isfinite(pred).all()):
+        bad = int((~torch.isfinite(pred)).sum())
+        raise NonFiniteError(
+            f"{task} prediction holds {bad} non-finite value(s) (NaN/inf) of {pred.numel()}; "
+            "the evaluation is invalid"
+        )
 
 
 class SegmentationMeter:
@@ -49,7 +58,7 @@ class SegmentationMeter:
 
     @torch.no_grad()
     def update(self, pred: Tensor, target: Tensor) -> None:
-        _check_spatial(pred, target)
+        _check_spatial(pred, target, "semantic")
         if pred.dim() == target.dim() + 1:
             pred = pred.argmax(dim=1)
         c = self.num_classes
@@ -90,7 +99,7 @@ class DepthMeter:
 
     @torch.no_grad()
     def update(self, pred: Tensor, target: Tensor) -> None:
-        _check_spatial(pred, target)
+        _check_spatial(pred, target, "depth")
         pred, target = pred.double(), target.double()
         valid = (target != 0) & torch.isfinite(target)
         err = (pred - target).abs()[valid]
@@ -117,7 +126,7 @@ class NormalMeter:
 
     @torch.no_grad()
     def update(self, pred: Tensor, target: Tensor) -> None:
-        _check_spatial(pred, target)
+        _check_spatial(pred, target, "normal")
         # float64: acos is ill-conditioned near 0°, float32 would floor small errors at ~0.02°
         pred, target = pred.double(), target.double()
         valid = (target != 0).any(dim=1)

@@ -57,6 +57,11 @@ def load_image(path: Path) -> torch.Tensor:
                 f"image {path}: unsupported file type {path.suffix or '(none)'} "
                 f"(expected {', '.join(sorted(IMAGE_SUFFIXES | {'.npy'}))})"
             )
+        if not np.isfinite(array).all():
+            bad = int((~np.isfinite(array)).sum())
+            raise DataError(
+                f"image {path}: {bad} non-finite pixel value(s) (NaN/inf); expected finite values"
+            )
     except DataError:
         raise
     except Exception as exc:  # noqa: BLE001 - every unreadable file is the same user error

@@ -7,6 +7,7 @@ all 7 metrics; a gain is (N−B)/B, negated for lower-is-better metrics.
 
 from __future__ import annotations
 
+import json
 import math
 import socket
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +17,7 @@ import pytest
 from conftest_analysis import BASELINE, TEST_BASE, TRIALS, VAL_SCALE, populate_store
 
 import analysis
+from analysis.outdir import MANIFEST
 from analysis.report import main as report_main
 
 # (task-averaged, metric-averaged) Δb in %, test split
@@ -199,14 +201,12 @@ def test_load_by_parent_run_id(store):
 
 def test_report_cli_writes_its_files(store, tmp_path, capsys):
     out = tmp_path / "report"
-    out.mkdir()
-    (out / "stale.txt").write_text("from an earlier report")
     argv = ["--tracking-uri", store["uri"], "--experiment", "sweep", "--out", str(out)]
     assert report_main(argv) == 0
     names = {p.name for p in out.iterdir()}
     assert {"report.html", "trials.csv", "history.csv", "results.md", "results.tex", "results.csv"} <= names
     assert {"pareto.png", "learning_curves.png", "rank_sensitivity.png", "weighting.png"} <= names
-    assert "stale.txt" not in names  # replaced as a whole
+    assert MANIFEST in names and set(json.loads((out / MANIFEST).read_text())["files"]) == names - {MANIFEST}
     assert [p.name for p in tmp_path.iterdir()] == ["report"]  # no temp dirs left beside it
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 4 and "Δb task (%) ↑" in html and "t1" in html
@@ -286,3 +286,37 @@ def test_notebooks_execute_headless(store, tmp_path):
     assert (tmp_path / "pareto" / "pareto.png").stat().st_size > 1000
     front = pd.read_csv(tmp_path / "pareto" / "pareto.csv")
     assert front["trial_id"].tolist() == ["t2", "t1"]  # t1 (higher mIoU, more params) vs t2
+
+
+def test_report_never_deletes_what_it_did_not_write(store, tmp_path, capfd):
+    """A folder holding user files is refused untouched; in a report folder only the report's own
+    files are replaced, planted files (and an mlflow.db) survive."""
+    argv = ["--tracking-uri", store["uri"], "--experiment", "sweep", "--out"]
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "mlflow.db").write_bytes(b"SQLite format 3\0user data")
+    (project / "notes.txt").write_text("mine")
+    capfd.readouterr()
+    assert report_main([*argv, str(project)]) == 2
+    err = capfd.readouterr().err
+    assert err.count("\n") == 1 and "not a report folder" in err, err
+    assert sorted(p.name for p in project.iterdir()) == ["mlflow.db", "notes.txt"]
+
+    out = tmp_path / "report"
+    assert report_main([*argv, str(out)]) == 0
+    (out / "planted.txt").write_text("keep me")
+    (out / "mlflow.db").write_bytes(b"SQLite format 3\0user data")
+    (out / "sub").mkdir()
+    (out / "sub" / "x.csv").write_text("1")
+    manifest = json.loads((out / MANIFEST).read_text())
+    manifest["files"].append("old-figure.png")  # a file an earlier version of the report wrote
+    (out / MANIFEST).write_text(json.dumps(manifest))
+    (out / "old-figure.png").write_bytes(b"png")
+    (out / "report.html").write_text("stale")
+    assert report_main([*argv, str(out)]) == 0
+    assert (out / "planted.txt").read_text() == "keep me"
+    assert (out / "mlflow.db").read_bytes().endswith(b"user data") and (out / "sub" / "x.csv").is_file()
+    assert not (out / "old-figure.png").exists()  # the report's own stale file is gone
+    assert "Sweep report" in (out / "report.html").read_text()  # replaced
+    assert "planted.txt" not in json.loads((out / MANIFEST).read_text())["files"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["project", "report"]

@@ -16,6 +16,7 @@ import torch
 
 from analysis import report
 from mtsam import predict, train
+from mtsam.data.mtan import train_val_split
 from mtsam.data.scenes import write_dataset
 from mtsam.sweep import cli as search
 from mtsam.variants import build_sam
@@ -50,6 +51,13 @@ def env(tmp_path_factory):
             target.write_bytes(target.read_bytes()[:60])
         else:
             np.save(target, np.zeros((7, 7, 1), np.float32))
+    # NaN pixels: in a validation sample (carved from train/ as the trainer does) and in a predict input
+    shutil.copytree(root / "data", root / "data_nan")
+    val_ids = train_val_split(4, 0.5, 0)[1]
+    image = np.load(root / "data_nan" / "train" / "image" / f"{val_ids[0]}.npy")
+    image[3, 5, 1] = np.nan
+    np.save(root / "data_nan" / "train" / "image" / f"{val_ids[0]}.npy", image)
+    np.save(root / "nan_image.npy", image)
     (root / "bad.yaml").write_text("model: {variant: tiny\n")
     (root / "unknown_key.yaml").write_text("modle: {variant: tiny}\n")
     (root / "notes.txt").write_text("hello")
@@ -149,6 +157,11 @@ CASES = [
         ],
         "not an MTSAM adapter checkpoint",
     ),
+    (
+        "predict",
+        lambda e: ["--checkpoint", e.p("run"), "--images", e.p("nan_image.npy"), "--out", str(e.out / "p")],
+        "nan_image.npy: 1 non-finite pixel value(s)",
+    ),
     # python -m analysis.report
     (
         "report",
@@ -222,3 +235,62 @@ def test_bad_input(env, capsys, tmp_path, cli, argv, expected):
 def test_debug_shows_traceback(env, capsys):
     with pytest.raises(Exception, match="unknown method"):
         train.main(["--set", "weighting.method=magic", "--dry-run", "--debug"])
+
+
+def test_nan_image_in_the_validation_split_fails_naming_the_file(env, capsys, tmp_path):
+    """Before: a finite-looking mIoU and exit 0. Now: one error line naming the file, no best adapter."""
+    out = tmp_path / "run"
+    argv = [*nyu(env, "data_nan"), "--set", "data.val_fraction=0.5", "--epochs", "1", "--out", str(out)]
+    assert train.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    val_id = train_val_split(4, 0.5, 0)[1][0]
+    assert len(err.splitlines()) == 1 and err.startswith("error: image "), err
+    assert f"data_nan/train/image/{val_id}.npy: 1 non-finite pixel value(s)" in err, err
+    assert not (out / "best_adapter.pt").exists()
+    # the same through DataLoader workers, which wrap the error in "Caught DataError in ... worker"
+    argv = [*argv[:-1], str(tmp_path / "workers"), "--set", "data.num_workers=1"]
+    assert train.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"data_nan/train/image/{val_id}.npy: 1 non-finite" in err, err
+
+
+@pytest.mark.parametrize("task", ["semantic", "depth", "normal"])
+def test_meters_refuse_non_finite_predictions(task):
+    from mtsam.errors import NonFiniteError
+    from mtsam.metrics import DepthMeter, NormalMeter, SegmentationMeter
+
+    meter, channels = {
+        "semantic": (SegmentationMeter(3), 3),
+        "depth": (DepthMeter(), 1),
+        "normal": (NormalMeter(), 3),
+    }[task]
+    pred = torch.rand(2, channels, 4, 4)
+    target = torch.randint(0, 3, (2, 4, 4)) if task == "semantic" else torch.rand(2, channels, 4, 4) + 0.1
+    meter.update(pred, target)  # finite: accepted
+    pred[1, 0, 2, 2] = float("nan") if task != "depth" else float("inf")
+    with pytest.raises(NonFiniteError, match=f"{task} prediction holds 1 non-finite"):
+        meter.update(pred, target)
+
+
+def test_non_finite_evaluation_is_never_the_best_epoch(tmp_path):
+    """A model whose output turns NaN at epoch 2: the run fails there; epoch 1 stays the best and
+    best_adapter.pt is epoch 1's, never a NaN evaluation's."""
+    from mtsam.config import load_config
+    from mtsam.errors import NonFiniteError
+    from mtsam.trainer import Trainer
+
+    config = load_config(overrides=[a for a in FAST if a != "--set"] + ["train.epochs=2"])
+    trainer = Trainer(config, tmp_path / "run")
+    forward = trainer.model.forward
+
+    def poisoned(images, *a, **k):
+        outputs = forward(images, *a, **k)
+        if trainer.epoch >= 2 and not trainer.model.training:
+            outputs = {t: torch.full_like(v, float("nan")) for t, v in outputs.items()}
+        return outputs
+
+    trainer.model.forward = poisoned
+    with pytest.raises(NonFiniteError, match="val evaluation: semantic prediction"):
+        trainer.fit()
+    assert trainer.best["epoch"] == 1
+    assert torch.load(tmp_path / "run" / "best_adapter.pt", weights_only=False)["extra"]["epoch"] == 1

@@ -175,6 +175,13 @@ class MTANDataset(Dataset):
         hw = image.shape[:2]
         if image.dtype == np.uint8:  # some re-exports store 0..255 bytes
             image = image.astype(np.float32) / 255.0
+        if np.issubdtype(image.dtype, np.floating) and not np.isfinite(image).all():
+            # a NaN pixel makes the model output NaN: fail naming the file, never a quiet metric
+            path = self.folders["image"] / f"{index}.npy"
+            bad = int((~np.isfinite(image)).sum())
+            raise DataError(
+                f"image {path}: {bad} non-finite pixel value(s) (NaN/inf); expected finite values"
+            )
         sample = {"image": _to_tensor(image.astype(np.float32))}
         for task in self.tasks:
             array = self._load(task, index, hw)
