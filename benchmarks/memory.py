@@ -53,9 +53,9 @@ def probe(design: str, spec: dict, device: torch.device, precision: str = "auto"
 
     adapter = {"type": "none"} if design == "none" else spec["adapter"]
     shape = (spec["variant"], spec["image_size"], adapter, spec["batch"], spec["hw"], device)
-    setup = build_setup(
-        *shape, precision=precision, activation_checkpointing=spec.get("activation_checkpointing", False)
-    )
+    # "ours_ckpt": our step with activation checkpointing (p7's measured ratio)
+    checkpointing = design == "ours_ckpt" or spec.get("activation_checkpointing", False)
+    setup = build_setup(*shape, precision=precision, activation_checkpointing=checkpointing)
     step = reference_step if design == "reference" else ours_step
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -74,6 +74,28 @@ def probe(design: str, spec: dict, device: torch.device, precision: str = "auto"
     peak = _status_kib("VmHWM") - before
     method = "RSS high-water mark growth" + ("" if reset else " (HWM not resettable: upper bound)")
     return {"peak_mib": round(peak / 1024, 1), "method": method}
+
+
+def estimate_vs_measured(spec: dict, device: torch.device, precision: str, peak_mib: dict) -> dict:
+    """``mtsam.memory_plan``'s estimate of what one step adds over the loaded model (gradients,
+    Adam state, activations, workspace) ÷ the measured growth, for ours with and without
+    checkpointing. The target is ±20 % (0.8–1.2)."""
+    from benchmarks.steps import TASKS
+    from mtsam.device import uses_bf16
+    from mtsam.memory_plan import estimate_memory
+
+    bf16 = "bf16" if uses_bf16(device, precision) else "fp32"
+    out: dict = {"precision": bf16, "target": "0.8-1.2"}
+    for design, ckpt in (("ours", False), ("ours_ckpt", True)):
+        args = (spec["variant"], TASKS, spec["adapter"], spec["image_size"], spec["batch"], tuple(spec["hw"]))
+        est = estimate_memory(*args, bf16, activation_checkpointing=ckpt).training_state / MIB
+        out[f"{design}_estimate_mib"] = round(est, 1)
+        if peak_mib.get(design):
+            out[f"{design}_estimate_over_measured"] = round(est / peak_mib[design], 3)
+    ratios = [out[k] for k in ("ours_estimate_over_measured", "ours_ckpt_estimate_over_measured") if k in out]
+    out["estimate_over_measured"] = ratios[0] if ratios else None
+    out["met"] = bool(ratios) and all(0.8 <= r <= 1.2 for r in ratios)
+    return out
 
 
 def measure(

@@ -40,6 +40,7 @@ class StepSetup:
     batch: dict
     device: torch.device
     precision: str = "auto"
+    stacked: bool = False  # the pre-trunk forward: every task's copy through every block (p2's baseline)
 
     def autocast(self):
         return autocast_for(self.device, self.precision)()
@@ -73,6 +74,7 @@ def build_setup(
     heads: dict | None = None,
     precision: str = "auto",
     activation_checkpointing: bool = False,
+    stacked: bool = False,
 ) -> StepSetup:
     """Model (same frozen weights for every adapter, via ``seed``), optimiser, weighting and batch."""
     model = build_mtsam(variant, TASKS, adapter, image_size=image_size, seed=seed, heads=heads)
@@ -93,6 +95,7 @@ def build_setup(
         batch=make_batch(batch_size, *hw, device, seed),
         device=device,
         precision=precision,
+        stacked=stacked,
     )
 
 
@@ -100,12 +103,28 @@ def ours_backward(s: StepSetup) -> torch.Tensor:
     """The product's path: all tasks in one stacked encoder pass, one backward. (T,) losses."""
     images = s.batch["image"]
     with s.autocast():
-        outputs = s.model(images)
+        outputs = stacked_forward(s.model, images) if s.stacked else s.model(images)
     losses = torch.stack([s.tasks[t].loss(outputs[t].float(), s.batch[t]) for t in s.model.task_names])
     if not torch.isfinite(losses).all():  # the trainer checks too (a device sync on CUDA)
         raise FloatingPointError("non-finite loss in benchmark step")
     s.weighting.backward(losses, s.shared)
     return losses.detach()
+
+
+def stacked_forward(model, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The forward before the shared trunk: the images repeated T times (task-major) through SAM's
+    own encoder forward. With ``adapter: none`` this is the frozen model doing ToRA's encoder work,
+    so p2 still measures the adapters' overhead alone."""
+    x, resized = model.preprocess(images)
+    tasks, b = model.task_names, images.shape[0]
+    model.routing.index = torch.arange(len(tasks), device=images.device).repeat_interleave(b)
+    try:
+        emb = model.image_encoder(x.repeat(len(tasks), 1, 1, 1))
+    finally:
+        model.routing.index = None
+    emb = emb.view(len(tasks), b, *emb.shape[1:])
+    hw = tuple(images.shape[-2:])
+    return {t: model.decode(t, emb[i], resized, hw) for i, t in enumerate(tasks)}
 
 
 def finish_step(s: StepSetup, losses: torch.Tensor) -> None:

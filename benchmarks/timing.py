@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode, mm_flop
 
 
 def synchronize(device: torch.device) -> None:
@@ -93,16 +92,9 @@ def paired_figure(measured: tuple[dict, dict], num: str, den: str, target: float
     return figure(ratio(wall, num, den), target, higher, cpu_ratios, **extra)
 
 
-def _addmm_inplace_flop(self_shape, a_shape, b_shape, *args, out_shape=None, **kwargs) -> int:
-    return mm_flop(a_shape, b_shape)
-
-
 def count_flops(fn) -> int:
-    """FLOPs of ``fn()`` (matmuls, convolutions, attention; forward and any backward inside).
+    """FLOPs of ``fn()`` (matmuls, convolutions, attention; forward and any backward inside):
+    ``mtsam.flops.count_flops``, which the Pareto cost ``train_flops`` uses too."""
+    from mtsam.flops import count_flops as count
 
-    FlopCounterMode has no formula for the in-place ``addmm_`` the adapters use: given one here.
-    """
-    mapping = {torch.ops.aten.addmm_: _addmm_inplace_flop}
-    with FlopCounterMode(display=False, custom_mapping=mapping) as counter:
-        fn()
-    return int(counter.get_total_flops())
+    return count(fn)

@@ -42,6 +42,7 @@ class MemoryEstimate:
     activations: int
     workspace: int
     activations_without_checkpointing: int
+    recompute: int  # of ``activations``: one checkpointed block recomputed during backward
     precision: str
     activation_checkpointing: bool
 
@@ -50,12 +51,17 @@ class MemoryEstimate:
         return self.weights + self.gradients + self.optimizer + self.activations + self.workspace
 
     @property
+    def saved_for_backward(self) -> int:
+        """What the forward leaves saved for backward (activations without the recompute term)."""
+        return self.activations - self.recompute
+
+    @property
     def training_state(self) -> int:
         """What one step adds on top of the loaded model (what the benchmarks measure)."""
         return self.total - self.weights
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "total": self.total}
+        return {**asdict(self), "total": self.total, "saved_for_backward": self.saved_for_backward}
 
     def describe(self) -> str:
         g = lambda v: f"{v / GIB:.2f}"  # noqa: E731
@@ -134,17 +140,22 @@ def _estimate(key: str) -> MemoryEstimate:
     layout = model.encoder_layout()
     graph_free = layout["graph_free_blocks"]
     blocks = saved["per_block"]
-    activations_plain = saved["other"] + sum(blocks.values())
-    if bf16:  # autocast's bf16 copies of the (float32) weights of layers that run with a graph
-        graphed = [b for i, b in enumerate(model.image_encoder.blocks) if i >= graph_free]
-        graphed += [model.image_encoder.neck, model.decoders]
-        activations_plain += sum(p.numel() * 2 for m in graphed for p in m.parameters())
-    activations = activations_plain
+    # bf16: autocast's bf16 copies of the (float32) weights of the layers that run with a graph
+    copies = {
+        i: sum(p.numel() * 2 for p in b.parameters()) if bf16 and i >= graph_free else 0
+        for i, b in enumerate(model.image_encoder.blocks)
+    }
+    heads = [model.image_encoder.neck, model.decoders]
+    head_copies = sum(p.numel() * 2 for m in heads for p in m.parameters()) if bf16 else 0
+    activations_plain = saved["other"] + head_copies + sum(blocks.values()) + sum(copies.values())
+    activations, recompute = activations_plain, 0
     if spec["activation_checkpointing"]:
         ckpt = [i for i in blocks if i >= graph_free]
-        if ckpt:
-            activations += sum(saved["block_input"][i] - blocks[i] for i in ckpt)
-            activations += max(blocks[i] for i in ckpt)
+        if ckpt:  # kept: block inputs; recomputed in backward: one block at a time
+            activations -= sum(blocks[i] + copies[i] for i in ckpt)
+            activations += sum(saved["block_input"][i] for i in ckpt)
+            recompute = max(blocks[i] + copies[i] for i in ckpt)
+            activations += recompute
     return MemoryEstimate(
         weights=weights,
         gradients=grads,
@@ -152,6 +163,7 @@ def _estimate(key: str) -> MemoryEstimate:
         activations=activations,
         workspace=2 * saved["largest"],
         activations_without_checkpointing=activations_plain,
+        recompute=recompute,
         precision="bf16 autocast" if bf16 else "float32",
         activation_checkpointing=bool(spec["activation_checkpointing"]),
     )
@@ -257,7 +269,66 @@ def fit_check(config, capacity_bytes: float, device_type: str = "cuda") -> str |
     )
 
 
+def trial_capacity(gpu_memory_gb: float | None, share: float, capped: bool) -> float | None:
+    """Bytes one trial may use: its share of the card when fractional GPUs are capped; None (the
+    trainer reads the device) when neither the setting nor a CUDA device says."""
+    fraction = share if capped and 0 < share < 1 else 1.0
+    if gpu_memory_gb is not None:
+        return gpu_memory_gb * 1e9 * fraction
+    if fraction < 1 and torch.cuda.is_available():
+        return torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory * fraction
+    return None
+
+
+def refuse_if_too_big(config, device: torch.device, capacity_bytes: float | None = None) -> None:
+    """Raise ConfigError (one line) when ``config`` cannot fit the CUDA device it is about to train
+    on; ``capacity_bytes`` defaults to the device's own memory."""
+    from .errors import ConfigError
+
+    if device.type != "cuda":
+        return
+    if capacity_bytes is None:
+        capacity_bytes = torch.cuda.get_device_properties(device).total_memory
+    problem = fit_check(config, capacity_bytes, "cuda")
+    if problem:
+        raise ConfigError(f"memory: {config.model.variant} at this batch/image size {problem}")
+
+
 def _native_size(config) -> int:
     from .variants import variant_spec
 
     return variant_spec(config.model.variant).image_size
+
+
+def config_label(config) -> str:
+    """Short description of what sets a config's memory: adapter, blocks, batch, image size."""
+    a = config.adapter
+    kind = a.type
+    if kind == "tora":
+        kind += " " + "/".join(map(str, a.ranks))
+    elif kind != "none":
+        kind += f" r{a.rank}"
+    if kind != "none" and a.type != "none":
+        from .adapters import blocks_label
+
+        kind += f" {','.join(a.targets)} blocks {blocks_label(a.blocks)}"
+    size = config.model.image_size or _native_size(config)
+    ckpt = ", checkpointing" if config.train.activation_checkpointing else ""
+    return f"{config.model.variant} {size} px, {kind}, batch {config.data.batch_size}{ckpt}"
+
+
+def plan_lines(configs, device_type: str, capacity_bytes: float | None) -> list[str]:
+    """One line per distinct config (by what sets its memory): estimate and fit verdict."""
+    lines, seen = [], set()
+    for config in configs:
+        label = config_label(config)
+        if label in seen:
+            continue
+        seen.add(label)
+        est = estimate_for_config(config, device_type)
+        verdict = ""
+        if capacity_bytes is not None and device_type == "cuda":
+            problem = fit_check(config, capacity_bytes, device_type)
+            verdict = f"  REFUSED: {problem}" if problem else "  fits"
+        lines.append(f"{label}: {est.total / GIB:.2f} GiB ({est.precision}){verdict}")
+    return lines

@@ -38,16 +38,7 @@ def main_args(args) -> int:
         overrides.append(f"train.epochs={args.epochs}")
     config = load_config(args.config, overrides)
     if args.dry_run:
-        from .factory import build_model
-
-        summary = build_model(config).parameter_summary()
-        if args.json:
-            print(json.dumps({"parameters": summary}))
-        else:
-            from .console import parameter_table
-
-            print(parameter_table(summary))
-        return 0
+        return dry_run(config, args.json)
 
     from .console import epoch_table, parameter_table, summary_text
     from .trainer import CHECKPOINT, Trainer
@@ -78,6 +69,59 @@ def main_args(args) -> int:
     else:
         print(summary_text(summary, trainer.tasks))
     return 0
+
+
+def dry_run(config, as_json: bool) -> int:
+    """The model's parameters, encoder layout and estimated peak training memory; checks the fit
+    when training would run on a visible GPU."""
+    import torch
+
+    from .device import pick_device
+    from .factory import build_model
+    from .memory_plan import GIB, estimate_for_config, fit_check
+
+    model = build_model(config)
+    summary, layout = model.parameter_summary(), model.encoder_layout()
+    device = pick_device(config.train.device)
+    memory = {d: estimate_for_config(config, d) for d in ("cuda", "cpu")}
+    problem = None
+    if device.type == "cuda":
+        problem = fit_check(config, torch.cuda.get_device_properties(device).total_memory)
+    if as_json:
+        doc = {
+            "parameters": summary,
+            "encoder": layout,
+            "memory": {d: e.as_dict() for d, e in memory.items()},
+        }
+        print(json.dumps({**doc, "fits": problem is None, "memory_problem": problem}))
+        return 0
+    from .console import parameter_table
+
+    print(parameter_table(summary))
+    branch = layout["branch_block"]
+    print(
+        f"encoder: {layout['depth']} blocks, adapters on {_blocks_text(layout['adapted_blocks'])}, "
+        + ("no task branch (one pass per image)" if branch is None else f"tasks branch at block {branch}")
+        + (
+            f", {layout['graph_free_blocks']} leading blocks without autograd"
+            if layout["graph_free_blocks"]
+            else ""
+        )
+    )
+    print(f"memory (cuda): {memory['cuda'].describe()}")
+    print(f"memory (cpu):  {memory['cpu'].describe()}")
+    if device.type == "cuda":
+        total = torch.cuda.get_device_properties(device).total_memory / GIB
+        print(f"fit on this GPU ({total:.1f} GiB): " + (problem or "fits"))
+    return 0
+
+
+def _blocks_text(blocks: list[int]) -> str:
+    if not blocks:
+        return "no blocks"
+    if blocks == list(range(blocks[0], blocks[-1] + 1)):
+        return f"blocks {blocks[0]}-{blocks[-1]}" if len(blocks) > 1 else f"block {blocks[0]}"
+    return "blocks " + ",".join(map(str, blocks))
 
 
 def main(argv=None) -> int:

@@ -24,6 +24,7 @@ from .device import autocast_for, pick_device
 from .errors import CheckpointError, MTSAMError
 from .evaluation import evaluate, selection_metric
 from .faults import FaultInjector
+from .memory_plan import refuse_if_too_big
 from .optim import build_optimizer, build_scheduler
 from .tensor_pack import pack, unpack
 
@@ -51,11 +52,14 @@ class Trainer:
         progress: bool = False,
         interrupt: Callable[[], None] | None = None,
         write_checkpoint: Callable[[dict, Path], object] | None = None,
+        gpu_memory_bytes: float | None = None,
     ) -> None:
         """``interrupt`` is called between optimiser steps and evaluation batches; whatever it
         raises ends the run there (a sweep's trial leaves at once when Tune stops it).
         ``write_checkpoint(payload, path)`` writes each epoch's training checkpoint (default: at
-        once, atomically); the payload already holds copies, so a caller may write it later."""
+        once, atomically); the payload already holds copies, so a caller may write it later.
+        On CUDA a config whose estimated peak memory exceeds ``gpu_memory_bytes`` (default: the
+        device's memory) is refused here, before anything is built (``mtsam.memory_plan``)."""
         self.config = config
         self.run_dir = Path(run_dir).resolve()
         self.callbacks = list(callbacks or [])
@@ -64,6 +68,7 @@ class Trainer:
         self.write_checkpoint = write_checkpoint or atomic_torch_save
         self.device = pick_device(config.train.device)
         self._autocast = autocast_for(self.device, config.train.precision)
+        refuse_if_too_big(config, self.device, gpu_memory_bytes)
         torch.manual_seed(config.train.seed)
         self.model = factory.build_model(config).to(self.device)
         self.model.set_activation_checkpointing(config.train.activation_checkpointing)

@@ -170,6 +170,9 @@ def test_run_quick_tiny_prints_json(tmp_path, precision):
     for key in ("p1_tora_over_frozen", "p1_materialised_over_factored", "p2_step_over_frozen"):
         assert doc[key]["value"] > 0 and doc[key]["target"]
     assert doc["p3_step_over_reference"]["value"] > 0
+    for key in ("p6_agnostic_step_over_tora", "p8_half_depth_over_full"):
+        assert doc[key]["value"] > 0 and doc[key]["target"] == "<= " + ("0.45" if "p6" in key else "0.75")
+    assert 0 < doc["p7_memory"]["value"] < 0.3 and doc["p7_memory"]["saved_for_backward_gib"]["off"] > 10
     assert doc["p4_sweep_efficiency"]["value"] is None and doc["p4_sweep_efficiency"]["reason"]
     assert doc["meta"]["mode"] == "tiny"
     assert doc["meta"]["precision"] == ("bf16 autocast" if precision == "bf16" else "float32")
@@ -228,3 +231,19 @@ def test_command_phases_from_the_mlflow_store(tmp_path):
         "end": 5.0,
         "mlflow_after_last_report": 0.4,
     }
+
+
+def test_memory_check_and_gpu_summary_run_on_cpu(tmp_path):
+    """The GPU check's Python parts at smoke-test shapes (the GPU itself is not here)."""
+    from benchmarks.gpu_summary import summarize
+    from benchmarks.memory_check import check
+
+    doc = check("tiny", "cpu", "auto")
+    (shape,) = doc["shapes"].values()
+    assert shape["ours_estimate_mib"] > 0 and shape["measured_mib"]["ours"] is not None
+    assert doc["met"]  # tiny: reported, not judged
+    (tmp_path / "memory.json").write_text(json.dumps(doc))
+    lines, ok = summarize([str(tmp_path / "memory.json"), str(tmp_path / "missing.json")])
+    assert not ok and lines[-1] == f"missing: {tmp_path / 'missing.json'}"
+    assert lines[0].startswith("memory tiny@64px B=1: estimate ÷ measured ")
+    assert subprocess.run(["bash", "-n", str(ROOT / "benchmarks/gpu_check.sh")]).returncode == 0

@@ -184,7 +184,14 @@ def test_apply_params_switches_adapter_family():
     base = _base()
     sampled = {"adapter/type": "lora", "adapter/rank": 4, "weighting/method": "dwa"}
     cfg = apply_params(base, {**sampled, "weighting/dwa/temperature": 3.0, "train/lr": 0.01})
-    assert cfg["adapter"] == {"type": "lora", "targets": ["q", "k", "v"], "dropout": 0.1, "rank": 4}
+    assert cfg["adapter"] == {
+        "type": "lora",
+        "targets": ["q", "k", "v"],
+        "dropout": 0.1,
+        "blocks": "all",
+        "freeze_prefix_norms": False,
+        "rank": 4,
+    }
     assert cfg["weighting"] == {"method": "dwa", "temperature": 3.0}
     validate_config(cfg)
     nested = {"adapter": {"ranks": {"r1": 8}}, "train": {"lr": 0.1}}

@@ -197,7 +197,8 @@ def test_second_sweep_reuses_baselines(tiny_sweep, pareto_sweep):
 
 
 def test_multi_objective_pareto_set(tiny_sweep, pareto_sweep, tmp_path):
-    assert "Pareto set (val/delta_b_task ↑, trainable params ↓)" in pareto_sweep.stdout
+    assert "Pareto set (val/delta_b_task ↑, train flops ↓)" in pareto_sweep.stdout
+    assert "GFLOP/image" in pareto_sweep.stdout
     client, runs = _runs(tiny_sweep.tracking_uri, "tiny-pareto")
     (parent,) = _role(runs, "sweep")
     assert parent.data.tags["mtsam.search_mode"] == "pareto"

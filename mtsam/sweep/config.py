@@ -33,7 +33,7 @@ class _Section(BaseModel):
 
 
 class SearchSection(_Section):
-    mode: Literal["single", "pareto"] = "single"  # pareto: max Δb and min trainable params (NSGA-II)
+    mode: Literal["single", "pareto"] = "single"  # pareto: max Δb and min `cost` (NSGA-II)
     num_samples: int = Field(8, gt=0)
     max_concurrent: int = Field(2, gt=0)
     seed: int = 0
@@ -43,6 +43,9 @@ class SearchSection(_Section):
     # first metric of the first task.
     fallback_metric: str | None = None
     paper_point: bool = True  # evaluate the paper's setting first (points_to_evaluate)
+    # pareto: the cost minimised next to the objective. trainable_params; train_flops = estimated
+    # training GFLOPs per image (mtsam/flops.py); peak_memory = estimated peak GiB (memory_plan.py).
+    cost: Literal["trainable_params", "train_flops", "peak_memory"] = "trainable_params"
 
 
 class SchedulerSection(_Section):
@@ -64,6 +67,10 @@ class ResourcesSection(_Section):
     # share: a trial given 0.5 GPU may allocate at most half the card's memory (torch's per-process
     # fraction), so one trial's growth fails that trial instead of its neighbours; unlimited: no cap
     gpu_memory: Literal["share", "unlimited"] = "share"
+    # Memory of one worker GPU in GB (10^9 bytes, as sold: 24 for an A10G, 80 for an A100/H100).
+    # Given, a trial whose estimated peak (mtsam/memory_plan.py) exceeds its share is refused
+    # before it starts; None: trials check against the GPU they land on.
+    gpu_memory_gb: float | None = Field(None, gt=0.0)
 
     @field_validator("cpu", "gpu")
     @classmethod

@@ -5,7 +5,7 @@ from __future__ import annotations
 from .baselines import baseline_key, template
 from .params import param_name
 from .plan import SweepPlan
-from .sampler import paper_point, space_params
+from .sampler import apply_params, corner_points, paper_point, space_params
 
 
 def describe_plan(plan: SweepPlan) -> str:
@@ -54,6 +54,7 @@ def describe_plan(plan: SweepPlan) -> str:
     note = " (bf16 on CUDA)" if precision == "auto" else ""
     lines.append(f"  resources:  {res.cpu:g} CPU{gpu} per trial; Ray {where}")
     lines.append(f"  device:     train.device {train.get('device', 'auto')}, precision {precision}{note}")
+    lines += _memory_lines(plan)
     if plan.baseline_mode == "auto":
         key = baseline_key(
             template(base, cfg.baselines.adapter.model_dump(mode="json") if cfg.baselines.adapter else None)
@@ -73,6 +74,31 @@ def describe_plan(plan: SweepPlan) -> str:
         f"  retries:    {cfg.max_failures} per trial from its last checkpoint",
     ]
     return "\n".join(lines)
+
+
+def _memory_lines(plan: SweepPlan, most: int = 8) -> list[str]:
+    """Estimated peak training memory of the base config, the paper point and the space's corners."""
+    from mtsam.config import validate_config
+    from mtsam.memory_plan import plan_lines, trial_capacity
+
+    cfg, base = plan.config, plan.base
+    res = cfg.resources
+    cuda = res.gpu > 0 or base["train"].get("device") == "cuda"
+    points = [{}, paper_point(cfg.space, base) if cfg.search.paper_point else {}]
+    points += list(corner_points(cfg.space, base))
+    configs = [validate_config(apply_params(base, p)) for p in points]
+    capacity = trial_capacity(res.gpu_memory_gb, res.gpu, res.gpu_memory == "share")
+    shown = plan_lines(configs, "cuda" if cuda else "cpu", capacity)
+    where = "per trial on CUDA" if cuda else "per trial on the CPU"
+    if cuda and capacity is None:
+        where += " (set resources.gpu_memory_gb to check that trials fit)"
+    elif capacity is not None:
+        where += f", {capacity / 1e9:g} GB each"
+    out = [f"  memory:     estimated peak {where}:"]
+    out += [f"    {line}" for line in shown[:most]]
+    if len(shown) > most:
+        out.append(f"    ... and {len(shown) - most} more")
+    return out
 
 
 def describe_existing(plan: SweepPlan, status: str, next_name: str | None) -> str:

@@ -13,14 +13,22 @@ from typing import Any
 
 import yaml
 
+from mtsam.adapters.config import block_indices, parse_blocks
 from mtsam.config import DEFAULT_CONFIG, RunConfig, config_to_dict, read_yaml, validate_config
 from mtsam.errors import CheckpointError, ConfigError
+from mtsam.variants import VARIANTS
 
 from .config import SweepConfig
 from .sampler import apply_params, corner_points
 from .study import dashboard_location, study_file
 
 PARAMS_METRIC = "model/trainable_params"
+# search.cost → the metric every trial reports for it (mtsam/sweep/trainable.py)
+COST_METRICS = {
+    "trainable_params": PARAMS_METRIC,
+    "train_flops": "model/train_gflops_per_image",
+    "peak_memory": "model/est_peak_memory_gib",
+}
 
 
 @dataclass
@@ -144,6 +152,10 @@ def _objective(cfg: SweepConfig, base: dict, has_baseline: bool) -> tuple[str, s
 
 
 def _check_space(cfg: SweepConfig, base: dict) -> None:
+    blocks = cfg.space.adapter.blocks
+    spec = VARIANTS.get(base["model"]["variant"])
+    for choice in blocks.choice if blocks is not None and spec is not None else ():
+        block_indices(parse_blocks(choice), spec.depth, f"space.adapter.blocks ({base['model']['variant']})")
     for values in corner_points(cfg.space, base):
         try:
             validate_config(apply_params(base, values))
@@ -176,7 +188,9 @@ def make_plan(cfg: SweepConfig, config_file: Path | None) -> SweepPlan:
             "tracking_uri": tracking,
         }
     )
-    objectives = [(metric, mode), (PARAMS_METRIC, "min")] if cfg.search.mode == "pareto" else [(metric, mode)]
+    objectives = [(metric, mode)]
+    if cfg.search.mode == "pareto":
+        objectives.append((COST_METRICS[cfg.search.cost], "min"))
     return SweepPlan(
         config=resolved,
         config_file=str(config_file) if config_file else None,

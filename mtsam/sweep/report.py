@@ -51,6 +51,7 @@ def trial_rows(grid, plan: SweepPlan, trial_base: dict, numbers: dict[str, int] 
                 "best_epoch": last.get("best/epoch"),
                 "test": {k: v for k, v in last.items() if k.startswith("test/") and _finite(v)},
                 "trainable_params": last.get(PARAMS_METRIC),
+                "cost": last.get(plan.objectives[-1][0]) if plan.pareto else None,
                 "node_id": last.get("node_id"),
                 "sampled": sampled_params(sampled),
                 "config": cfg,
@@ -71,17 +72,15 @@ def trial_rows(grid, plan: SweepPlan, trial_base: dict, numbers: dict[str, int] 
 
 
 def pareto_front(rows: list[dict], plan: SweepPlan) -> list[dict]:
-    """Non-dominated full-budget trials for (objective, trainable params ↓)."""
+    """Non-dominated full-budget trials for (objective, cost ↓): the cost is ``search.cost``'s metric."""
     pts = [
-        r
-        for r in rows
-        if r["outcome"] == "finished" and r["score"] is not None and r["trainable_params"] is not None
+        r for r in rows if r["outcome"] == "finished" and r["score"] is not None and r.get("cost") is not None
     ]
     better = (lambda a, b: a >= b) if plan.mode == "max" else (lambda a, b: a <= b)
 
     def dominates(a: dict, b: dict) -> bool:
-        ge = better(a["score"], b["score"]) and a["trainable_params"] <= b["trainable_params"]
-        return ge and (a["score"] != b["score"] or a["trainable_params"] != b["trainable_params"])
+        ge = better(a["score"], b["score"]) and a["cost"] <= b["cost"]
+        return ge and (a["score"] != b["score"] or a["cost"] != b["cost"])
 
     return [r for r in pts if not any(dominates(o, r) for o in pts if o is not r)]
 
@@ -166,13 +165,15 @@ def summary_text(result, plan: SweepPlan) -> str:
         )
         out.append(f"\nbest full-budget trial (by validation): {best['name']} ({values})")
     if plan.pareto:
+        cost = plan.config.search.cost
+        unit = {"trainable_params": "params", "train_flops": "GFLOP/image", "peak_memory": "GiB (est.)"}[cost]
         out.append(
-            f"\nPareto set ({plan.metric} ↑, trainable params ↓): "
+            f"\nPareto set ({plan.metric} ↑, {cost.replace('_', ' ')} ↓): "
             f"{len(result.pareto)} trial{'s' if len(result.pareto) != 1 else ''}"
         )
-        for r in sorted(result.pareto, key=lambda r: r["trainable_params"]):
-            score, params = _fmt(r["score"], plan.metric), _fmt(r["trainable_params"])
-            out.append(f"  {r['name']:<40} {score:>8}  {params:>12} params")
+        for r in sorted(result.pareto, key=lambda r: r["cost"]):
+            score, value = _fmt(r["score"], plan.metric), _fmt(r["cost"])
+            out.append(f"  {r['name']:<40} {score:>8}  {value:>12} {unit}")
     out.append("")
     out.append(f"best adapter:  {result.best_adapter or '-'}")
     uri = result.tracking_uri

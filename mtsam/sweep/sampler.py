@@ -70,6 +70,7 @@ def space_params(space: SearchSpace, base: dict) -> list[Param]:
     add("adapter/alpha", a.alpha, "adapter/type", ("lora", "shared_lora"))
     add("adapter/dropout", a.dropout, "adapter/type", ("tora", "lora", "shared_lora"))
     add("adapter/targets", a.targets, "adapter/type", ("tora", "lora", "shared_lora"))
+    add("adapter/blocks", a.blocks, "adapter/type", ("tora", "lora", "shared_lora"))
     add("weighting/method", space.weighting.method)
     for method in methods:
         specs = WEIGHTINGS[method].hparams
@@ -152,7 +153,7 @@ def apply_params(base: dict, sampled: dict[str, Any]) -> dict:
         for i, r in enumerate(("r1", "r2", "r3")):
             ranks[i] = int(flat.get(f"adapter/ranks/{r}", ranks[i]))
         adapter["ranks"] = ranks
-    for key in ("scaling", "dropout", "targets", "rank", "alpha"):
+    for key in ("scaling", "dropout", "targets", "rank", "alpha", "blocks"):
         if f"adapter/{key}" in flat and key in ADAPTER_FIELDS[kind]:
             adapter[key] = flat[f"adapter/{key}"]
     cfg["adapter"] = adapter

@@ -10,6 +10,7 @@ YAML shape (every entry optional; an absent entry keeps the base run config's va
         dropout: {low: 0.0, high: 0.2}
         targets: [[q, k, v], [q, v]]
         rank: {low: 4, high: 16, type: int, log: true}   # lora / shared_lora
+        blocks: [all, "last:12", "last:6"]   # which encoder blocks adapt ("last:K" or index lists)
       weighting:
         method: [fixed, dwa]
         fixed: {weights: {low: 0.5, high: 4.0}}  # per-task weights: one float per task
@@ -30,6 +31,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, model_serializer, model_validator
 
+from mtsam.adapters.config import parse_blocks
 from mtsam.weighting import WEIGHTINGS, HParam
 
 ADAPTER_TYPES = ("tora", "lora", "shared_lora", "none")
@@ -158,9 +160,19 @@ class AdapterSpace(_Space):
     targets: Dist | None = None
     rank: Dist | None = None
     alpha: Dist | None = None
+    blocks: Dist | None = None
 
     @model_validator(mode="after")
     def _types(self) -> AdapterSpace:
+        if self.blocks is not None:
+            if not self.blocks.is_choice:
+                raise ValueError('blocks: must be a choice list, e.g. [all, "last:12", [20, 21, 22, 23]]')
+            try:  # canonical forms, so "last: 6" and "last:6" are one choice
+                canonical = [parse_blocks(b) for b in self.blocks.choice]
+            except ValueError as exc:
+                raise ValueError(f"blocks: {exc}") from None
+            choice = [list(b) if isinstance(b, tuple) else b for b in canonical]
+            object.__setattr__(self, "blocks", Dist(choice=choice))
         object.__setattr__(self, "rank", _rank_dist("rank", self.rank))
         if self.type is not None:
             if not self.type.is_choice:

@@ -112,13 +112,36 @@ def placement(run_config, cap_gpu_memory: bool) -> dict:
     }
 
 
+def cost_metrics(run_config, device_type: str, cost: str | None) -> dict[str, float]:
+    """The Pareto cost ``search.cost`` of this trial's config, from the meta-device counts; only
+    the one a sweep minimises (a count takes ~0.1–3 s, too much to spend on every trial)."""
+    if cost == "train_flops":
+        from mtsam.flops import flops_for_config
+
+        return {"model/train_gflops_per_image": round(flops_for_config(run_config) / 1e9, 3)}
+    if cost == "peak_memory":
+        from mtsam.memory_plan import GIB, estimate_for_config
+
+        return {
+            "model/est_peak_memory_gib": round(estimate_for_config(run_config, device_type).total / GIB, 4)
+        }
+    return {}
+
+
 def run_trial(
-    config: dict, trial_base: dict, sync_epochs: frozenset[int] = frozenset(), cap_gpu_memory: bool = True
+    config: dict,
+    trial_base: dict,
+    sync_epochs: frozenset[int] = frozenset(),
+    cap_gpu_memory: bool = True,
+    gpu_memory_gb: float | None = None,
+    cost: str | None = None,
 ) -> None:
     """``config``: the sampled values (Ray's nested dict); ``trial_base``: the base run config with
     the baseline and selection metric already in; ``sync_epochs``: epochs after which the scheduler
     may stop the trial; ``cap_gpu_memory``: hold a fractional-GPU trial to its share of the card's
-    memory (``resources.gpu_memory``); all passed with ``tune.with_parameters``."""
+    memory (``resources.gpu_memory``); ``gpu_memory_gb``: one GPU's memory, to refuse a trial that
+    cannot fit before it trains (``resources.gpu_memory_gb``); ``cost``: the Pareto cost to report
+    (``search.cost``, None: none beyond the parameter counts); all passed with ``tune.with_parameters``."""
     import logging
 
     from mtsam.adapter_state import atomic_torch_save
@@ -150,6 +173,10 @@ def run_trial(
                         shutil.copy2(Path(folder) / name, run_dir / name)
             resume_from = run_dir
         extra = placement(run_config, cap_gpu_memory)  # node_id, placement/*: in every result
+        from mtsam.memory_plan import trial_capacity
+
+        share = float(extra["placement/gpu_share"])
+        capacity = trial_capacity(gpu_memory_gb, share, cap_gpu_memory)
 
         reporter = BackgroundReporter(sync_epochs)
         # Each epoch's training checkpoint is written by the reporter thread straight into the
@@ -179,8 +206,10 @@ def run_trial(
             resume_from=resume_from,
             interrupt=reporter.check,
             write_checkpoint=defer_write,
+            gpu_memory_bytes=capacity,
         )
         extra.update({f"model/{k}_params": v for k, v in trainer.model.parameter_summary().items()})
+        extra.update(cost_metrics(run_config, trainer.device.type, cost))
         try:
             trainer.fit()
         except (NonFiniteLoss, NonFiniteError) as exc:  # NaN predictions: a retry would only repeat it

@@ -85,6 +85,8 @@ def trainable(plan: SweepPlan, trial_base: dict):
         trial_base=trial_base,
         sync_epochs=decision_epochs(plan),
         cap_gpu_memory=res.gpu_memory == "share",
+        gpu_memory_gb=res.gpu_memory_gb,
+        cost=plan.config.search.cost if plan.pareto else None,
     )
     return tune.with_resources(fn, {"cpu": res.cpu, "gpu": res.gpu})
 
