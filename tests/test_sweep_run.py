@@ -62,7 +62,14 @@ def test_parent_and_nested_children(tiny_sweep):
         else:
             assert run.info.status == "FINISHED" and steps == list(range(1, tiny_sweep.epochs + 1))
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert {"config.yaml", "baseline.json", "best"} <= artifacts
+    assert {"config.yaml", "baseline.json", "best", "trivial.json"} <= artifacts
+    trivial = json.loads(Path(client.download_artifacts(parent.info.run_id, "trivial.json")).read_text())
+    assert trivial["predictor"]["semantic"] == "majority class"
+    for split in ("val", "test"):
+        for task, metrics in trivial[split].items():
+            for metric, value in metrics.items():
+                assert parent.data.metrics[f"trivial/{split}/{task}/{metric}"] == pytest.approx(value)
+    assert "trivial (constant predictors)" in tiny_sweep.stdout
     best = {a.path for a in client.list_artifacts(parent.info.run_id, "best")}
     assert best == {"best/adapter.pt", "best/config.yaml"}
 
