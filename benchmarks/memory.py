@@ -53,7 +53,9 @@ def probe(design: str, spec: dict, device: torch.device, precision: str = "auto"
 
     adapter = {"type": "none"} if design == "none" else spec["adapter"]
     shape = (spec["variant"], spec["image_size"], adapter, spec["batch"], spec["hw"], device)
-    setup = build_setup(*shape, precision=precision)
+    setup = build_setup(
+        *shape, precision=precision, activation_checkpointing=spec.get("activation_checkpointing", False)
+    )
     step = reference_step if design == "reference" else ours_step
     if device.type == "cuda":
         torch.cuda.synchronize(device)

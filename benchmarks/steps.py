@@ -72,10 +72,11 @@ def build_setup(
     seed: int = 0,
     heads: dict | None = None,
     precision: str = "auto",
+    activation_checkpointing: bool = False,
 ) -> StepSetup:
     """Model (same frozen weights for every adapter, via ``seed``), optimiser, weighting and batch."""
     model = build_mtsam(variant, TASKS, adapter, image_size=image_size, seed=seed, heads=heads)
-    model = model.to(device).train()
+    model = model.to(device).train().set_activation_checkpointing(activation_checkpointing)
     train = TrainSection()
     weighting = build_weighting("fixed", list(TASKS), weights=WEIGHTS).to(device)
     optimizer = build_optimizer(train, model, weighting)

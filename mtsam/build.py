@@ -73,6 +73,7 @@ def build_mtsam(
         heads=heads,
         normalize=normalize,
         routing=routing,
+        freeze_prefix_norms=config.freeze_prefix_norms,
     )
     model.build_config = {
         "variant": variant,

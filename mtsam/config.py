@@ -94,6 +94,9 @@ class TrainSection(_Section):
     # "delta_b_task" (needs a baseline) or a metric key like "val/semantic/miou"; None = automatic.
     select_metric: str | None = None
     max_steps_per_epoch: int | None = Field(None, gt=0)
+    # Recompute encoder blocks in backward instead of keeping their activations: same losses and
+    # gradients, a fraction of the memory (mtsam/memory_plan.py estimates it), ~1/3 more encoder time.
+    activation_checkpointing: bool = False
 
 
 class WeightingSection(BaseModel):
@@ -137,6 +140,17 @@ class RunConfig(_Section):
         except ConfigError as exc:
             raise ValueError(f"data.tasks: {exc}") from None
         check_baseline(self.baseline, tasks)
+        blocks = getattr(self.adapter, "blocks", "all")
+        if blocks != "all":
+            from .adapters.config import block_indices
+            from .variants import VARIANTS
+
+            spec = VARIANTS.get(self.model.variant)
+            if spec is not None:  # an unknown variant is reported when the model is built
+                try:
+                    block_indices(blocks, spec.depth, f"adapter.blocks ({self.model.variant})")
+                except ConfigError as exc:
+                    raise ValueError(str(exc)) from None
         build_weighting(self.weighting.method, self.data.tasks, **self.weighting.hparams())
         if self.data.dataset != "scenes":
             if not self.data.root:

@@ -15,6 +15,7 @@ from segment_anything.modeling.prompt_encoder import PositionEmbeddingRandom
 from torch import nn
 
 from .adapters import AdaptedLinear, TaskRouting, is_shared_adapter_param
+from .encoder import encoder_layout, first_adapted_block, run_encoder
 from .tasks import apply_head
 from .variants import PIXEL_MEAN, PIXEL_STD
 
@@ -67,6 +68,7 @@ class MTSAM(nn.Module):
         heads: Mapping[str, str] | None = None,
         normalize: str = "sam",
         routing: TaskRouting | None = None,
+        freeze_prefix_norms: bool = False,
     ) -> None:
         super().__init__()
         if normalize not in ("sam", "none"):
@@ -86,6 +88,8 @@ class MTSAM(nn.Module):
         self.decoders = nn.ModuleDict({t: copy.deepcopy(decoder) for t in self.task_names})
         self.normalize = normalize
         self.routing = routing or TaskRouting()
+        self.freeze_prefix_norms = freeze_prefix_norms
+        self.activation_checkpointing = False
         self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(1, 3, 1, 1), persistent=False)
         self.build_config: dict = {}  # filled by build_mtsam; makes adapter checkpoints self-describing
@@ -97,7 +101,11 @@ class MTSAM(nn.Module):
 
     # ----------------------------------------------------------------------------- parameters
     def mark_trainable(self) -> None:
-        """Adapter factors, encoder norms, the no-mask table and task decoders train; the rest is frozen."""
+        """Adapter factors, encoder norms, the no-mask table and task decoders train; the rest is frozen.
+
+        With ``freeze_prefix_norms`` the norms of the blocks before the first adapted block (all
+        blocks without adapters) stay frozen too, so that prefix runs without autograd.
+        """
         for p in self.parameters():
             p.requires_grad_(False)
         for module in self.image_encoder.modules():
@@ -107,6 +115,10 @@ class MTSAM(nn.Module):
             elif "LayerNorm" in type(module).__name__:
                 for p in module.parameters():
                     p.requires_grad_(True)
+        if self.freeze_prefix_norms:
+            for block in self.image_encoder.blocks[: first_adapted_block(self.image_encoder)]:
+                for p in block.parameters():
+                    p.requires_grad_(False)
         self.no_mask.requires_grad_(True)
         for p in self.decoders.parameters():
             p.requires_grad_(True)
@@ -121,7 +133,7 @@ class MTSAM(nn.Module):
             if isinstance(module, AdaptedLinear):
                 groups["adapter"] += list(module.parameters(recurse=False))
             elif "LayerNorm" in type(module).__name__:
-                groups["encoder_norms"] += list(module.parameters())
+                groups["encoder_norms"] += [p for p in module.parameters() if p.requires_grad]
         groups["decoders"] = list(self.decoders.parameters())
         return groups
 
@@ -169,13 +181,33 @@ class MTSAM(nn.Module):
         x = x[..., : resized[0], : resized[1]]
         return F.interpolate(x, size=out_hw, mode="bilinear", align_corners=False)
 
+    def set_activation_checkpointing(self, enabled: bool = True) -> MTSAM:
+        """Recompute each encoder block in backward instead of keeping its activations
+        (``torch.utils.checkpoint``, non-reentrant): same losses and gradients, far less memory."""
+        self.activation_checkpointing = bool(enabled)
+        return self
+
+    def encoder_layout(self) -> dict:
+        """depth, adapted_blocks, branch_block (None: task-agnostic), graph_free_blocks."""
+        return encoder_layout(self.image_encoder)
+
     def encode(self, images: torch.Tensor, task_index: torch.Tensor | int) -> torch.Tensor:
         """Encoder pass with the adapters routed by ``task_index`` (int or per-sample tensor)."""
-        self.routing.index = task_index
-        try:
-            return self.image_encoder(images)
-        finally:
-            self.routing.index = None
+        return run_encoder(
+            self.image_encoder, images, self.routing, task_index, 1, self.activation_checkpointing
+        )[0]
+
+    def encode_tasks(self, images: torch.Tensor, tasks: list[str]) -> torch.Tensor:
+        """Preprocessed images (B, 3, S, S) → one embedding per task, (T, B, C, h, w).
+
+        Blocks before the first task-specific adapter run once per image; from there the tokens
+        are stacked task-major ([task0: img0..imgB-1, task1: img0..], index = task position).
+        """
+        ids = torch.tensor([self.task_names.index(t) for t in tasks], device=images.device)
+        index = ids.repeat_interleave(images.shape[0])  # task-major, matches the repeat in run_encoder
+        return run_encoder(
+            self.image_encoder, images, self.routing, index, len(tasks), self.activation_checkpointing
+        )
 
     def decode(self, task: str, emb: torch.Tensor, resized, out_hw) -> torch.Tensor:
         start, stop = self.row_slices[task]
@@ -186,16 +218,13 @@ class MTSAM(nn.Module):
     def forward(self, images: torch.Tensor, tasks: list[str] | None = None) -> dict[str, torch.Tensor]:
         """images: (B, 3, H, W) floats in [0, 1] → {task: (B, C_t, H, W)} with heads applied.
 
-        All requested tasks share ONE encoder pass: the batch is stacked task-major
-        ([task0: img0..imgB-1, task1: img0..], index = task position) and split back the same way.
+        All requested tasks share ONE encoder pass (``encode_tasks``): a shared trunk up to the
+        first task-specific block, then the tasks stacked task-major and split back the same way.
         """
         tasks = tasks or self.task_names
-        b, hw = images.shape[0], tuple(images.shape[-2:])
+        hw = tuple(images.shape[-2:])
         x, resized = self.preprocess(images)
-        ids = torch.tensor([self.task_names.index(t) for t in tasks], device=images.device)
-        index = ids.repeat_interleave(b)  # task-major, matches x.repeat below
-        emb = self.encode(x.repeat(len(tasks), 1, 1, 1), index)
-        emb = emb.view(len(tasks), b, *emb.shape[1:])
+        emb = self.encode_tasks(x, tasks)
         return {t: self.decode(t, emb[i], resized, hw) for i, t in enumerate(tasks)}
 
     def forward_task(self, images: torch.Tensor, task: str) -> torch.Tensor:

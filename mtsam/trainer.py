@@ -67,6 +67,7 @@ class Trainer:
         self._autocast = autocast_for(self.device, config.train.precision)
         torch.manual_seed(config.train.seed)
         self.model = factory.build_model(config).to(self.device)
+        self.model.set_activation_checkpointing(config.train.activation_checkpointing)
         self.tasks = factory.tasks_for(config)
         self.task_names = list(self.tasks)
         self.weighting = factory.weighting_for(config).to(self.device)

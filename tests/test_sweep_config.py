@@ -14,10 +14,11 @@ from conftest import REPO, SEARCH, search_env
 from mtsam.config import validate_config
 from mtsam.sweep.cli import QUICKSTART_FILE, main
 from mtsam.sweep.config import SweepConfig, load_sweep_config
+from mtsam.sweep.params import param_name, run_params
 from mtsam.sweep.plan import make_plan
 from mtsam.sweep.sampler import SpaceSampler, apply_params, flatten, paper_point, space_params
 from mtsam.sweep.space import SearchSpace
-from mtsam.sweep.tracking import error_reason, flatten_config, run_name
+from mtsam.sweep.tracking import error_reason, run_name
 
 
 def free_port() -> int:
@@ -52,7 +53,7 @@ def test_dry_run_prints_plan_and_creates_nothing(tmp_path, capsys):
     storage = tmp_path / "runs"
     assert main(["--dry-run", "--storage", str(storage), "--num-samples", "3"]) == 0
     out = capsys.readouterr().out
-    expected = ["3 trials", "adapter/ranks/r1", "weighting/dwa/temperature", "1 CPU", "ASHA"]
+    expected = ["3 trials", "adapter.r1", "weighting.temperature", "1 CPU", "ASHA"]
     for text in [*expected, "the paper's setting", str(storage / "quickstart"), "mlflow.db"]:
         assert text in out
     assert not storage.exists()
@@ -78,7 +79,7 @@ def test_paper_configs_dry_run(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "vit_l @ 1024 px" in out and "200 epochs" in out and "1 GPU per trial" in out
     assert "train.device cuda, precision auto (bf16 on CUDA)" in out
-    assert "adapter/ranks/r1=32" in out  # vit_l is wide enough: the paper's ranks unclipped
+    assert "adapter.r1=32" in out  # vit_l is wide enough: the paper's ranks unclipped
 
 
 def _garbage(tmp_path):
@@ -164,8 +165,8 @@ def test_define_by_run_samples_valid_conditional_configs():
     kinds = set()
     for _ in range(30):
         trial = study.ask()
-        sampler(trial)
-        params = trial.params
+        params = sampler(trial)  # keyed by space path; the study holds the dotted names
+        assert set(trial.params) == {param_name(k) for k in params}
         cfg = validate_config(apply_params(base, params))  # every sample is a valid run config
         kinds.add(cfg.adapter.type)
         has_ranks = any(k.startswith("adapter/ranks/") for k in params)
@@ -209,9 +210,12 @@ def test_tracking_helpers():
 
     data = config_to_dict(cfg)
     assert run_name(data, "abcde") == "tora-r32.32.4-fixed-lr1e-3-abcde"
-    flat = flatten_config({**data, "k" * 300: "v" * 7000})
-    assert flat["adapter.ranks"] == "[32, 32, 4]" and flat["train.lr"] == "0.001"
-    assert all(len(k) <= 250 and len(v) <= 6000 for k, v in flat.items())
+    flat = run_params({**data, "baseline": {"val": {}}, "faults": {"crash_at_epoch": 2}})
+    assert (flat["adapter.r1"], flat["adapter.r2"], flat["adapter.r3"]) == ("32", "32", "4")
+    assert flat["train.lr"] == "0.001" and flat["adapter.targets"] == "q,k,v"
+    assert [flat[f"weighting.weights.{t}"] for t in ("semantic", "depth", "normal")] == ["1", "1", "4"]
+    assert not [k for k in flat if k.startswith(("faults", "baseline")) or k == "adapter.ranks"]
+    assert "None" not in flat.values() and not [v for v in flat.values() if "{" in v or "\n" in v]
     last = "mtsam.trainer.NonFiniteLoss: non-finite loss at epoch 2"
     assert error_reason(f'Failure # 1\nTraceback:\n  File "x.py", line 3\n{last}\n') == last
 

@@ -178,32 +178,3 @@ def test_refill_checkpoints_restores_folders_tune_deleted_after_its_last_snapsho
     assert (tmp_path / "trial_a" / "checkpoint_000000" / "checkpoint.pt").read_bytes() == b"epoch 3"
     assert refill_checkpoints(str(tmp_path)) == []  # nothing missing any more
     assert refill_checkpoints("s3://bucket/sweep") == []
-
-
-def test_restored_trial_may_report_into_a_finished_study_trial(tmp_path):
-    """The driver told Optuna a trial finished, then died before Tune saved its state: the restored
-    trial's reports must not end the sweep (the sweep's real Optuna storage, real OptunaSearch)."""
-    from optuna.exceptions import UpdateFinishedTrialError
-    from ray.tune.search.optuna import OptunaSearch
-
-    from mtsam.sweep.tuning import ResumableOptunaSearch
-
-    path = tmp_path / "optuna.journal"
-    for cls, fails in ((OptunaSearch, True), (ResumableOptunaSearch, False)):
-        search = cls(
-            space={"x": __import__("ray").tune.uniform(0, 1)},
-            metric="score",
-            mode="max",
-            storage=study_storage(path),
-            study_name=cls.__name__,
-        )
-        assert search.suggest("t1") is not None
-        search.on_trial_complete("t1", {"score": 1.0, "training_iteration": 1})
-        search._completed_trials.discard("t1")  # what a state saved before the completion holds
-        if fails:
-            with pytest.raises(UpdateFinishedTrialError):
-                search.on_trial_result("t1", {"score": 0.5, "training_iteration": 2})
-        else:
-            search.on_trial_result("t1", {"score": 0.5, "training_iteration": 2})
-        study = optuna.load_study(study_name=cls.__name__, storage=study_storage(path))
-        assert [t.state.name for t in study.trials] == ["COMPLETE"]

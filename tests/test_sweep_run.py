@@ -3,6 +3,7 @@ and a second (multi-objective) sweep on the same store that reuses the baselines
 
 from __future__ import annotations
 
+import collections
 import json
 import re
 from pathlib import Path
@@ -32,46 +33,87 @@ def _role(runs, role):
     return [r for r in runs if r.data.tags.get(ROLE) == role]
 
 
-def test_parent_and_nested_children(tiny_sweep):
+def test_parent_and_nested_children(tiny_sweep, tmp_path):
     client, runs = _runs(tiny_sweep.tracking_uri, tiny_sweep.experiment)
+    exp = client.get_experiment_by_name(tiny_sweep.experiment)
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # MLflow 3 UI: runs table
     (parent,) = _role(runs, "sweep")
     tags = parent.data.tags
     assert parent.info.status == "FINISHED"
     assert (tags["mtsam.sweep"], tags["mtsam.dataset"], tags["mtsam.variant"]) == ("tiny", "scenes", "tiny")
     assert tags["mtsam.search_mode"] == "single" and tags["mtsam.git_commit"]
     assert tags["mtsam.config_file"].endswith("tune/configs/quickstart.yaml")
+    assert (tags["mtsam.objective"], tags["mtsam.objective_mode"]) == ("val/delta_b_task", "max")
+    assert tags["mtsam.objectives"] == "val/delta_b_task:max"
+    assert (tags["mtsam.scheduler"], tags["mtsam.sampler"]) == ("ASHA", "TPE")
+    note = tags["mlflow.note.content"]
+    assert (
+        "Searched: adapter.r1" in note and "Δb (%, task-averaged" in note and "Baseline: single-task" in note
+    )
+    assert tags["mtsam.baseline"].startswith("auto ") and "Result: best full-budget trial" in note
+    assert "base.baseline" not in parent.data.params and parent.data.params["search.num_samples"] == "4"
     children = [r for r in runs if r.data.tags.get(PARENT) == parent.info.run_id]
-    assert len(children) == tiny_sweep.num_samples
-    assert {r.data.tags[ROLE] for r in children} == {"trial"}
-    assert len({r.data.tags["mtsam.trial_id"] for r in children}) == len(children)
+    trials = [r for r in children if r.data.tags[ROLE] == "trial"]
+    assert len(trials) == tiny_sweep.num_samples
+    assert {r.data.tags[ROLE] for r in children} == {"trial", "baseline"}  # baselines grouped under it
+    assert len({r.data.tags["mtsam.trial_id"] for r in trials}) == len(trials)
     assert not [r for r in runs if r.info.status == "RUNNING"]
-    for run in children:
+    outcomes = collections.Counter()
+    for run in trials:
         assert NAME_PATTERN.fullmatch(run.info.run_name), run.info.run_name
-        params = run.data.params
-        assert json.loads(params["adapter.ranks"]) and params["adapter.type"] == "tora"
-        assert params["weighting.method"] == run.data.tags["mtsam.weighting"]
+        params, rtags = run.data.params, run.data.tags
+        assert params["adapter.type"] == "tora" and int(params["adapter.r1"]) in (8, 16, 32)
+        assert params["weighting.method"] == rtags["mtsam.weighting"]
+        assert not [k for k in params if k.startswith(("faults.", "baseline")) or k == "adapter.ranks"]
+        assert "None" not in params.values() and not [v for v in params.values() if "{" in v or "[" in v]
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "val/delta_b_task")]
-        assert steps == sorted(set(steps)) and steps[0] == 1
+        assert steps == list(range(1, len(steps) + 1))
         for key in ("train/loss/total", "val/semantic/miou", "val/delta_b_metric", "train/lr", "best/epoch"):
             assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == steps, key
         assert [m.step for m in client.get_metric_history(run.info.run_id, "model/trainable_params")] == [0]
         assert "test/delta_b_task" in run.data.metrics
-        if run.info.status == "KILLED":
-            reason = run.data.tags["mtsam.status_reason"]
-            assert reason == f"early-stopped by ASHA at epoch {steps[-1]}" and steps[-1] < tiny_sweep.epochs
+        assert run.info.status == "FINISHED"  # an early stop is a result, not a crash
+        assert (
+            rtags["mtsam.epochs_planned"] == str(tiny_sweep.epochs) and rtags["mtsam.optuna_trial"].isdigit()
+        )
+        outcome = rtags["mtsam.outcome"]
+        outcomes[outcome] += 1
+        if outcome == "stopped_early":
+            assert rtags["mtsam.stopped_at_epoch"] == str(steps[-1]) and steps[-1] < tiny_sweep.epochs
+            assert (
+                rtags["mlflow.note.content"] == f"stopped by ASHA at epoch {steps[-1]} of {tiny_sweep.epochs}"
+            )
         else:
-            assert run.info.status == "FINISHED" and steps == list(range(1, tiny_sweep.epochs + 1))
+            assert outcome == "finished" and steps == list(range(1, tiny_sweep.epochs + 1))
+        files = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"config.yaml", "metrics.jsonl"} <= files
+        local = client.download_artifacts(run.info.run_id, "metrics.jsonl", str(tmp_path / run.info.run_id))
+        records = [json.loads(line) for line in Path(local).read_text().splitlines()]
+        assert [r["epoch"] for r in records] == steps and "val/delta_b_task" in records[0]
+        assert ("adapter" in files) == (outcome == "finished")  # log_adapters: top_k (5 ≥ trials)
+    metrics = parent.data.metrics
+    for outcome in ("finished", "stopped_early", "failed", "interrupted"):
+        assert metrics[f"sweep/trials/{outcome}"] == outcomes.get(outcome, 0)
+    finished = [r for r in trials if r.data.tags["mtsam.outcome"] == "finished"]
+    best = max(
+        finished,
+        key=lambda r: max(m.value for m in client.get_metric_history(r.info.run_id, "val/delta_b_task")),
+    )
+    best_val = max(m.value for m in client.get_metric_history(best.info.run_id, "val/delta_b_task"))
+    assert metrics["sweep/best/val/delta_b_task"] == pytest.approx(best_val)  # chosen by validation
+    assert metrics["sweep/best/test/delta_b_task"] == pytest.approx(best.data.metrics["test/delta_b_task"])
+    assert metrics["sweep/best/test/semantic/miou"] == pytest.approx(best.data.metrics["test/semantic/miou"])
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"config.yaml", "baseline.json", "best", "trivial.json"} <= artifacts
     trivial = json.loads(Path(client.download_artifacts(parent.info.run_id, "trivial.json")).read_text())
     assert trivial["predictor"]["semantic"] == "majority class"
     for split in ("val", "test"):
-        for task, metrics in trivial[split].items():
-            for metric, value in metrics.items():
-                assert parent.data.metrics[f"trivial/{split}/{task}/{metric}"] == pytest.approx(value)
+        for task, values in trivial[split].items():
+            for metric, value in values.items():
+                assert metrics[f"trivial/{split}/{task}/{metric}"] == pytest.approx(value)
     assert "trivial (constant predictors)" in tiny_sweep.stdout
-    best = {a.path for a in client.list_artifacts(parent.info.run_id, "best")}
-    assert best == {"best/adapter.pt", "best/config.yaml"}
+    best_files = {a.path for a in client.list_artifacts(parent.info.run_id, "best")}
+    assert best_files == {"best/adapter.pt", "best/config.yaml"}
 
 
 def test_baselines_are_tagged_runs(tiny_sweep, tmp_path):
@@ -93,9 +135,24 @@ def test_optuna_study_holds_the_trials(tiny_sweep):
     study = optuna.load_study(study_name="tiny", storage=study_storage(study_path))
     assert len(study.trials) == tiny_sweep.num_samples
     first = study.trials[0].params  # the paper's setting is evaluated first
-    assert (first["adapter/ranks/r1"], first["adapter/ranks/r2"], first["adapter/ranks/r3"]) == (32, 32, 4)
-    assert first["weighting/method"] == "fixed" and first["train/lr"] == pytest.approx(1e-3)
-    assert all(t.state.name == "COMPLETE" for t in study.trials)
+    assert (first["adapter.r1"], first["adapter.r2"], first["adapter.r3"]) == (32, 32, 4)
+    assert first["weighting.method"] == "fixed" and first["train.lr"] == pytest.approx(1e-3)
+    assert study.metric_names == ["val/delta_b_task"]
+    _, runs = _runs(tiny_sweep.tracking_uri, tiny_sweep.experiment)
+    by_trial = {r.data.tags["mtsam.trial_id"]: r for r in _role(runs, "trial")}
+    for trial in study.trials:  # only full-budget trials are results; early-stopped ones are PRUNED
+        run = by_trial[trial.user_attrs["ray_trial_id"]]
+        assert trial.user_attrs["mlflow_run_id"] == run.info.run_id
+        assert run.data.tags["mtsam.optuna_trial"] == str(trial.number)
+        expected = {"finished": "COMPLETE", "stopped_early": "PRUNED"}[run.data.tags["mtsam.outcome"]]
+        assert trial.state.name == expected
+        steps = [
+            m.step
+            for m in MlflowClient(tiny_sweep.tracking_uri).get_metric_history(
+                run.info.run_id, "val/delta_b_task"
+            )
+        ]
+        assert sorted(trial.intermediate_values) == steps  # every epoch reported, the stopping one too
 
 
 def test_ray_directory_and_best_adapter(tiny_sweep):
@@ -159,4 +216,8 @@ def test_multi_objective_pareto_set(tiny_sweep, pareto_sweep, tmp_path):
     study = optuna.load_study(study_name="tiny-pareto", storage=storage)
     assert len(study.directions) == 2 and study.best_trials
     children = [r for r in runs if r.data.tags.get(PARENT) == parent.info.run_id]
-    assert len(children) == 3 and all(r.info.status == "FINISHED" for r in children)  # FIFO: no early stops
+    trials = [r for r in children if r.data.tags[ROLE] == "trial"]
+    assert len(trials) == 3 and all(r.info.status == "FINISHED" for r in trials)  # FIFO: no early stops
+    assert parent.data.tags["mtsam.objectives"] == "val/delta_b_task:max,model/trainable_params:min"
+    assert study.metric_names == ["val/delta_b_task", "model/trainable_params"]
+    assert all(t.state.name == "COMPLETE" and t.user_attrs["epoch_values"] for t in study.trials)

@@ -7,9 +7,11 @@ from .config import (
     NoAdapterConfig,
     SharedLoRAConfig,
     ToRAConfig,
+    block_indices,
+    blocks_label,
     parse_adapter_config,
 )
-from .inject import inject_adapters, is_shared_adapter_param, orthogonality_loss
+from .inject import inject_adapters, is_shared_adapter_param, is_task_specific, orthogonality_loss
 from .lora import LoRALinear
 from .routing import TaskRouting
 from .tora import ToRALinear
@@ -24,8 +26,11 @@ __all__ = [
     "TaskRouting",
     "ToRAConfig",
     "ToRALinear",
+    "block_indices",
+    "blocks_label",
     "inject_adapters",
     "is_shared_adapter_param",
+    "is_task_specific",
     "orthogonality_loss",
     "parse_adapter_config",
 ]

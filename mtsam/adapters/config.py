@@ -6,10 +6,57 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
+from ..errors import ConfigError
+
 # Names a user may target. q/k/v are the three output blocks of SAM's fused qkv linear.
 QKV_PARTS = ("q", "k", "v")
 OTHER_TARGETS = ("proj", "mlp.lin1", "mlp.lin2")
 KNOWN_TARGETS = QKV_PARTS + OTHER_TARGETS
+
+
+def parse_blocks(value: Any) -> str | tuple[int, ...]:
+    """``adapter.blocks`` in canonical form: "all", "last:k" (k >= 1) or a sorted tuple of indices."""
+    if isinstance(value, str):
+        text = value.strip().replace(" ", "")
+        if text == "all":
+            return "all"
+        head, sep, tail = text.partition(":")
+        if head == "last" and sep and tail.isdigit() and int(tail) > 0:
+            return f"last:{int(tail)}"
+        if all(part.isdigit() for part in text.split(",")):  # "12,13" (how a sweep param prints)
+            value = [int(part) for part in text.split(",")]
+        else:
+            raise ValueError(f"expected 'all', 'last:K' or a list of block indices, got {value!r}")
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ValueError(f"expected 'all', 'last:K' or a non-empty list of block indices, got {value!r}")
+    if any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in value):
+        raise ValueError(f"block indices must be integers >= 0, got {list(value)}")
+    if len(set(value)) != len(value):
+        raise ValueError(f"block indices repeat: {list(value)}")
+    return tuple(sorted(value))
+
+
+def block_indices(blocks: str | tuple[int, ...], depth: int, where: str = "adapter.blocks") -> list[int]:
+    """The encoder block indices ``blocks`` selects in a ``depth``-block encoder (ConfigError if
+    it asks for blocks the encoder does not have)."""
+    if blocks == "all":
+        return list(range(depth))
+    if isinstance(blocks, str):
+        k = int(blocks.split(":")[1])
+        if k > depth:
+            raise ConfigError(f"{where}: {blocks} asks for {k} blocks; this encoder has {depth}")
+        return list(range(depth - k, depth))
+    bad = [i for i in blocks if i >= depth]
+    if bad:
+        raise ConfigError(f"{where}: block {bad[0]} does not exist; this encoder has blocks 0..{depth - 1}")
+    return list(blocks)
+
+
+def blocks_label(blocks: str | tuple[int, ...]) -> str:
+    """One scalar for params/reports: "all", "last:12" or "0,5,11"."""
+    return blocks if isinstance(blocks, str) else ",".join(map(str, blocks))
 
 
 class _AdapterBase(BaseModel):
@@ -17,6 +64,17 @@ class _AdapterBase(BaseModel):
 
     targets: tuple[str, ...] = ("q", "k", "v")
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    # Which encoder blocks get adapters: "all", "last:K" or a list of indices. Blocks before the
+    # first task-specific one run once per image, shared by all tasks (mtsam/encoder.py).
+    blocks: str | tuple[int, ...] = "all"
+    # Freeze the LayerNorms of the blocks before the first adapted block, so that prefix has
+    # nothing to train and runs without autograd (the official code trains every encoder norm).
+    freeze_prefix_norms: bool = False
+
+    @field_validator("blocks", mode="before")
+    @classmethod
+    def _blocks(cls, value: Any) -> str | tuple[int, ...]:
+        return parse_blocks(value)
 
     @field_validator("targets")
     @classmethod
@@ -66,6 +124,7 @@ class NoAdapterConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     type: Literal["none"] = "none"
+    freeze_prefix_norms: bool = False  # all encoder blocks' norms frozen: blocks run without autograd
 
 
 AdapterConfig = Annotated[

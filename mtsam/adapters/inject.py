@@ -7,7 +7,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from .base import AdaptedLinear
-from .config import QKV_PARTS, LoRAConfig, NoAdapterConfig, SharedLoRAConfig, ToRAConfig
+from .config import QKV_PARTS, LoRAConfig, NoAdapterConfig, SharedLoRAConfig, ToRAConfig, block_indices
 from .lora import LoRALinear
 from .routing import TaskRouting
 from .tora import ToRALinear
@@ -50,12 +50,14 @@ def _make_layer(config, linear: nn.Linear, blocks, num_tasks: int) -> AdaptedLin
 
 
 def inject_adapters(encoder: nn.Module, config, num_tasks: int, routing: TaskRouting) -> list[AdaptedLinear]:
-    """Replace the targeted linears of every encoder block with adapted ones; returns them in order."""
+    """Replace the targeted linears of the selected encoder blocks (``config.blocks``) with adapted
+    ones; returns them in order."""
     if isinstance(config, NoAdapterConfig):
         return []
     assert isinstance(config, (ToRAConfig, LoRAConfig))
     layers = []
-    for block in encoder.blocks:
+    for index in block_indices(config.blocks, len(encoder.blocks)):
+        block = encoder.blocks[index]
         for path, parts in _targets_by_module(config.targets).items():
             parent_name, _, attr = path.rpartition(".")
             parent = block.get_submodule(parent_name)
@@ -65,6 +67,11 @@ def inject_adapters(encoder: nn.Module, config, num_tasks: int, routing: TaskRou
             setattr(parent, attr, layer)
             layers.append(layer)
     return layers
+
+
+def is_task_specific(module: nn.Module) -> bool:
+    """An adapter whose output depends on the task (ToRA's U3, per-task LoRA pairs)."""
+    return isinstance(module, ToRALinear) or (isinstance(module, LoRALinear) and not module.shared)
 
 
 def is_shared_adapter_param(name: str, module: AdaptedLinear) -> bool:

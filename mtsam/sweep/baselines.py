@@ -18,6 +18,7 @@ from mtsam.config import config_to_dict, validate_config
 from mtsam.errors import MTSAMError
 
 from . import tracking as tr
+from .params import run_params
 
 KEY_TAG, TASK_TAG, RESULT_TAG = "mtsam.baseline_key", "mtsam.task", "mtsam.baseline_result"
 
@@ -38,6 +39,7 @@ def baseline_key(tmpl: dict) -> str:
     data = copy.deepcopy(tmpl)
     data["data"].pop("tasks", None)
     data.pop("faults", None)
+    data["train"].pop("activation_checkpointing", None)  # same results either way
     return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -93,7 +95,16 @@ def train(configs: dict[str, dict], cpu: float, gpu: float) -> dict[str, dict]:
     return out
 
 
-def log_run(client, experiment_id: str, key: str, task: str, cfg: dict, out: dict, sweep: str) -> Any:
+def log_run(
+    client,
+    experiment_id: str,
+    key: str,
+    task: str,
+    cfg: dict,
+    out: dict,
+    sweep: str,
+    parent_run_id: str | None,
+) -> Any:
     best = out["best"] or {}
     result = {
         "epoch": best.get("epoch"),
@@ -107,10 +118,13 @@ def log_run(client, experiment_id: str, key: str, task: str, cfg: dict, out: dic
         "mtsam.sweep": sweep,
         "mtsam.adapter": cfg["adapter"]["type"],
         RESULT_TAG: json.dumps(result),
+        "mlflow.note.content": f"single-task baseline for {task} (key {key}), trained by sweep '{sweep}'",
     }
+    if parent_run_id:  # grouped under the sweep that trained it, not loose at the top level
+        tags[tr.PARENT] = parent_run_id
     run = client.create_run(experiment_id, tags=tags, run_name=f"baseline-{task}-{key[:8]}")
     run_id = run.info.run_id
-    tr.log_params(client, run_id, tr.flatten_config(cfg))
+    tr.log_params(client, run_id, run_params(cfg))
     tr.log_metrics(client, run_id, {f"model/{k}_params": v for k, v in out["parameters"].items()}, step=0)
     for record in out["history"]:
         tr.log_metrics(client, run_id, tr.epoch_metrics(record), step=int(record["epoch"]))
@@ -138,6 +152,7 @@ def resolve(
     cpu: float,
     gpu: float,
     say: Callable[[str], None],
+    parent_run_id: str | None = None,
 ) -> tuple[dict, str, list[str]]:
     """(baseline dict, key, baseline run ids): cached runs reused, missing tasks trained now."""
     from mtsam.evaluation import directions
@@ -154,6 +169,6 @@ def resolve(
         say(f"baselines: training {', '.join(missing)} (single-task runs, key {key})")
         configs = {t: task_config(tmpl, t) for t in missing}
         for task, out in train(configs, cpu, gpu).items():
-            runs[task] = log_run(client, experiment_id, key, task, configs[task], out, sweep)
+            runs[task] = log_run(client, experiment_id, key, task, configs[task], out, sweep, parent_run_id)
     dirs = directions(build_tasks(validate_config(base).data.channels()))
     return assemble(runs, tasks, dirs), key, [runs[t].info.run_id for t in tasks]

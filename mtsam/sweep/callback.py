@@ -21,10 +21,13 @@ import sys
 import threading
 import time
 from collections import deque
+from pathlib import Path
 
 from ray import tune
 
+from . import artifacts as art
 from . import tracking as tr
+from .params import run_params
 from .sampler import apply_params, flatten
 
 log = logging.getLogger(__name__)
@@ -42,6 +45,8 @@ class MlflowTracker(tune.Callback):
         scheduler: str,
         flush_timeout_s: float = 120.0,
         retry_s: float = 2.0,
+        study_path: str | None = None,
+        log_adapters: str = "none",
     ) -> None:
         self.tracking_uri = tracking_uri
         self.experiment_id = experiment_id
@@ -52,6 +57,8 @@ class MlflowTracker(tune.Callback):
         self.scheduler = scheduler
         self.flush_timeout_s = flush_timeout_s
         self.retry_s = retry_s
+        self.study_path = study_path  # the Optuna journal: links each Optuna trial to its run
+        self.log_adapters = log_adapters  # "all": every trial's adapter when it ends
         self._reset()
 
     def _reset(self) -> None:
@@ -67,11 +74,14 @@ class MlflowTracker(tune.Callback):
         self._epochs: dict[str, set[int]] = {}  # run id → epochs already logged
         self._has_model: set[str] = set()
         self._placement: dict[str, dict] = {}  # run id → placement tags last set
+        self._records: dict[str, dict[int, dict]] = {}  # run id → epoch → record (metrics.jsonl)
+        self._study_storage = None
 
     # Pickled into Ray's tuner.pkl: drop the client and caches, they are rebuilt from MLflow.
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         transient = ("_client", "_runs", "_epochs", "_has_model", "_backlog", "_wake", "_closing", "_thread")
+        transient += ("_records", "_study_storage")
         for key in (*transient, "_down_since", "undelivered"):
             state.pop(key, None)
         return state
@@ -104,9 +114,11 @@ class MlflowTracker(tune.Callback):
             run_id = run.info.run_id
             if run.info.status != "RUNNING":
                 self.client.update_run(run_id, status="RUNNING")
-            if tr.STATUS_REASON in run.data.tags:  # stale "driver stopped" note
-                self.client.delete_tag(run_id, tr.STATUS_REASON)
+            for stale in (tr.STATUS_REASON, tr.OUTCOME, tr.STOPPED_AT, tr.NOTE):  # "driver stopped"
+                if stale in run.data.tags:
+                    self.client.delete_tag(run_id, stale)
             self._epochs[run_id] = tr.logged_steps(self.client, run_id)
+            self._records[run_id] = art.records_from_results(getattr(trial, "local_path", None))
             if run.data.metrics.get("model/trainable_params") is not None:
                 self._has_model.add(run_id)
         else:
@@ -118,19 +130,41 @@ class MlflowTracker(tune.Callback):
                 "mtsam.sweep": self.sweep_name,
                 "mtsam.adapter": cfg["adapter"]["type"],
                 "mtsam.weighting": cfg["weighting"]["method"],
+                tr.EPOCHS_PLANNED: self.epochs,
             }
             run = self.client.create_run(self.experiment_id, tags=tags, run_name=tr.run_name(cfg, tid[-5:]))
             run_id = run.info.run_id
-            tr.log_params(self.client, run_id, tr.flatten_config(cfg))
+            tr.log_params(self.client, run_id, run_params(cfg))
+            art.log_config(self.client, run_id, cfg)
             self._epochs[run_id] = set()
+            self._records[run_id] = {}
         self._runs[tid] = run_id
+        self._link_study(tid, run_id)
         return run_id
 
-    def _finish(self, trial, status: str, reason: str | None) -> None:
+    def _link_study(self, trial_id: str, run_id: str) -> None:
+        """Optuna trial ↔ MLflow run: user attr ``mlflow_run_id`` there, tag ``mtsam.optuna_trial`` here."""
+        if self.study_path is None:
+            return
+        from .searcher import link_mlflow_run
+        from .study import study_storage
+
+        if self._study_storage is None:
+            self._study_storage = study_storage(Path(self.study_path))
+        number = link_mlflow_run(self._study_storage, self.sweep_name, trial_id, run_id)
+        if number is not None:
+            tr.set_tags(self.client, run_id, {tr.OPTUNA_TRIAL: number})
+
+    def _finish(self, trial, outcome: str, epoch: int, reason: str = "", checkpoint=None) -> None:
         run_id = self.run_for(trial)
-        if reason:
-            tr.set_tags(self.client, run_id, {tr.STATUS_REASON: reason})
-        self.client.set_terminated(run_id, status=status)
+        records = self._records.get(run_id) or {}
+        if records:
+            art.log_metrics_jsonl(self.client, run_id, [records[e] for e in sorted(records)])
+        if self.log_adapters == "all" and outcome in ("finished", "stopped_early"):
+            art.log_adapter(self.client, run_id, checkpoint)
+        tags = tr.outcome_tags(outcome, epoch, self.epochs, self.scheduler, reason)
+        tr.set_tags(self.client, run_id, tags)
+        self.client.set_terminated(run_id, status=tr.OUTCOME_STATUS[outcome])
 
     # ------------------------------------------------------------------ backlog
     def _submit(self, operation) -> None:
@@ -198,6 +232,7 @@ class MlflowTracker(tune.Callback):
             if model:
                 tr.log_metrics(self.client, run_id, model, step=0, timestamp_ms=timestamp_ms)
                 self._has_model.add(run_id)
+        self._records.setdefault(run_id, {})[epoch] = art.record_of(result)
         if epoch in self._epochs[run_id]:
             return  # re-reported after a retry or resume: logged already
         tr.log_metrics(self.client, run_id, tr.epoch_metrics(result), step=epoch, timestamp_ms=timestamp_ms)
@@ -205,14 +240,12 @@ class MlflowTracker(tune.Callback):
 
     # Operations read the trial's state when the event happens, not when they are delivered.
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
-        epoch = int((trial.last_result or {}).get("epoch", 0))
-        self._submit(lambda: self._complete(trial, epoch))
-
-    def _complete(self, trial, epoch: int) -> None:
-        if epoch < self.epochs:
-            self._finish(trial, "KILLED", f"early-stopped by {self.scheduler} at epoch {epoch}")
-        else:
-            self._finish(trial, "FINISHED", None)
+        last = dict(trial.last_result or {})
+        epoch, checkpoint = int(last.get("epoch", 0)), trial.checkpoint
+        # Tune hands the result that made the scheduler stop a trial to the callbacks' result hook
+        # too (unlike to searchers), so it is logged already; a stop is a last epoch below the budget.
+        outcome = "stopped_early" if epoch < self.epochs else "finished"
+        self._submit(lambda: self._finish(trial, outcome, epoch, checkpoint=checkpoint))
 
     def on_trial_recover(self, iteration: int, trials: list, trial, **info) -> None:
         tags = {"mtsam.retries": trial.num_failures, "mtsam.last_error": tr.trial_error(trial)}
@@ -220,7 +253,8 @@ class MlflowTracker(tune.Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
         reason = tr.trial_error(trial)
-        self._submit(lambda: self._finish(trial, "FAILED", reason))
+        epoch = int((trial.last_result or {}).get("epoch", 0))
+        self._submit(lambda: self._finish(trial, "failed", epoch, reason))
 
     def on_experiment_end(self, trials: list, **info) -> None:
         self._deadline = time.monotonic() + self.flush_timeout_s
@@ -245,6 +279,6 @@ class MlflowTracker(tune.Callback):
         for trial in trials:
             run_id = self._runs.get(trial.trial_id)
             if run_id and self.client.get_run(run_id).info.status == "RUNNING":
-                self._finish(
-                    trial, "KILLED", "sweep interrupted before this trial finished; continue with --resume"
-                )
+                epoch = int((trial.last_result or {}).get("epoch", 0))
+                reason = "sweep interrupted before this trial finished; continue with --resume"
+                self._finish(trial, "interrupted", epoch, reason)

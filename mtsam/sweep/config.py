@@ -95,6 +95,8 @@ class SweepConfig(_Section):
     keep_checkpoints: int = Field(1, gt=0)  # newest checkpoint folders kept per trial
     tensorboard: bool = False  # TensorBoard event files per trial too (~30 ms of driver time per result)
     top_k: int = Field(5, gt=0)
+    # which trial runs get their selected epoch's adapter as an MLflow artifact
+    log_adapters: Literal["top_k", "all", "none"] = "top_k"
 
     @field_validator("name")
     @classmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .baselines import baseline_key, template
+from .params import param_name
 from .plan import SweepPlan
 from .sampler import paper_point, space_params
 
@@ -32,15 +33,17 @@ def describe_plan(plan: SweepPlan) -> str:
         lines.append(f"  search:     Optuna TPE (seed {s.seed}) on {plan.metric} ({plan.mode}); {how}")
     point = paper_point(cfg.space, base) if s.paper_point else {}
     if point:
-        lines.append("  first:      the paper's setting " + ", ".join(f"{k}={v}" for k, v in point.items()))
+        lines.append(
+            "  first:      the paper's setting " + ", ".join(f"{param_name(k)}={v}" for k, v in point.items())
+        )
     lines.append("  space:")
     params = space_params(cfg.space, base)
-    width = max((len(p.name) for p in params), default=10) + 2
+    width = max((len(param_name(p.name)) for p in params), default=10) + 2
     sampled = {p.name for p in params}
     for p in params:  # a condition on a fixed (not sampled) choice is not worth showing
         shown = p.when and p.when[0] in sampled
-        cond = f"   if {p.when[0]} = {'/'.join(map(str, p.when[1]))}" if shown else ""
-        lines.append(f"    {p.name:<{width}}{p.dist.describe()}{cond}")
+        cond = f"   if {param_name(p.when[0])} = {'/'.join(map(str, p.when[1]))}" if shown else ""
+        lines.append(f"    {param_name(p.name):<{width}}{p.dist.describe()}{cond}")
     if not params:
         lines.append("    (empty: every trial runs the base config)")
     gpu = f", {res.gpu:g} GPU" if res.gpu else ", no GPU"
@@ -69,4 +72,34 @@ def describe_plan(plan: SweepPlan) -> str:
         f"              Optuna {plan.study_location} (study '{plan.name}')",
         f"  retries:    {cfg.max_failures} per trial from its last checkpoint",
     ]
+    return "\n".join(lines)
+
+
+def describe_existing(plan: SweepPlan, status: str, next_name: str | None) -> str:
+    """What is already at the sweep's place: its state, its study's trials, and what a run would do."""
+    from collections import Counter
+
+    lines = [f"  existing:   sweep '{plan.name}' ({status}) at {plan.state_dir}"]
+    if plan.study_path.is_file():
+        import optuna
+
+        from .study import study_storage
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        try:
+            study = optuna.load_study(study_name=plan.name, storage=study_storage(plan.study_path))
+            states = Counter(t.state.name.lower() for t in study.get_trials(deepcopy=False))
+            counted = ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "none yet"
+            lines.append(f"              Optuna trials: {counted}")
+        except (KeyError, ValueError):
+            lines.append(f"              no study '{plan.name}' in {plan.study_path}")
+    if next_name:
+        lines.append(
+            f"  a run now:  starts a new sweep '{next_name}' (--name to choose)"
+            + ("" if status == "finished" else f"; --resume continues '{plan.name}'")
+        )
+    elif status == "finished":
+        lines.append("  a run now:  refuses (finished; start another with --name NEW)")
+    else:
+        lines.append("  a run now:  refuses; --resume continues it")
     return "\n".join(lines)

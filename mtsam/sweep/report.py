@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from .params import sampled_params
 from .plan import PARAMS_METRIC, SweepPlan
 from .sampler import apply_params, flatten
 from .tracking import run_name
@@ -18,9 +19,10 @@ def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
 
 
-def trial_rows(grid, plan: SweepPlan, trial_base: dict) -> list[dict]:
-    """One dict per trial, best first. ``score`` = the trial's best validation objective over its
-    epochs — the epoch the trainer selected, whose test metrics are the trial's answer."""
+def trial_rows(grid, plan: SweepPlan, trial_base: dict, numbers: dict[str, int] | None = None) -> list[dict]:
+    """One dict per trial: full-budget trials first, each group best first. ``score`` = the trial's
+    best validation objective over its epochs — the epoch the trainer selected, whose test metrics
+    are the trial's answer. ``numbers``: Ray trial id → Optuna trial number."""
     epochs = plan.base["train"]["epochs"]
     rows = []
     for result in grid:
@@ -36,31 +38,45 @@ def trial_rows(grid, plan: SweepPlan, trial_base: dict) -> list[dict]:
                 score = max(values) if plan.mode == "max" else min(values)
         done = int(last.get("epoch", 0) or 0)
         status = "failed" if result.error else "finished" if done >= epochs else f"stopped@{done}"
+        outcome = "stopped_early" if status.startswith("stopped") else status
         rows.append(
             {
                 "trial_id": trial_id,
+                "optuna_trial": (numbers or {}).get(trial_id),
                 "name": run_name(cfg, trial_id[-5:]),
                 "status": status,
+                "outcome": outcome,
                 "epochs": done,
                 "score": score,
                 "best_epoch": last.get("best/epoch"),
                 "test": {k: v for k, v in last.items() if k.startswith("test/") and _finite(v)},
                 "trainable_params": last.get(PARAMS_METRIC),
                 "node_id": last.get("node_id"),
-                "sampled": sampled,
+                "sampled": sampled_params(sampled),
                 "config": cfg,
                 "checkpoint": result.checkpoint,
                 "path": result.path,
             }
         )
     sign = -1 if plan.mode == "max" else 1
-    rows.sort(key=lambda r: (r["score"] is None, sign * r["score"] if r["score"] is not None else 0))
+    group = {"finished": 0, "stopped_early": 1, "failed": 2}  # a one-epoch score is not a result
+    rows.sort(
+        key=lambda r: (
+            group.get(r["outcome"], 3),
+            r["score"] is None,
+            sign * r["score"] if r["score"] is not None else 0,
+        )
+    )
     return rows
 
 
 def pareto_front(rows: list[dict], plan: SweepPlan) -> list[dict]:
-    """Non-dominated trials for (objective, trainable params ↓)."""
-    pts = [r for r in rows if r["score"] is not None and r["trainable_params"] is not None]
+    """Non-dominated full-budget trials for (objective, trainable params ↓)."""
+    pts = [
+        r
+        for r in rows
+        if r["outcome"] == "finished" and r["score"] is not None and r["trainable_params"] is not None
+    ]
     better = (lambda a, b: a >= b) if plan.mode == "max" else (lambda a, b: a <= b)
 
     def dominates(a: dict, b: dict) -> bool:
@@ -72,8 +88,10 @@ def pareto_front(rows: list[dict], plan: SweepPlan) -> list[dict]:
 
 def save_best(rows: list[dict], plan: SweepPlan, client, parent_run_id: str) -> str | None:
     """The best trial's adapter (of its selected epoch) and config → ``<state>/best`` and the parent run."""
-    best = next((r for r in rows if r["score"] is not None and r["checkpoint"] is not None), None)
-    if best is None:
+    from .parent import best_row
+
+    best = best_row(rows)
+    if best is None or best["checkpoint"] is None:
         return None
     out = plan.state_dir / "best"
     out.mkdir(parents=True, exist_ok=True)
@@ -144,12 +162,14 @@ def summary_text(result, plan: SweepPlan) -> str:
         f"(test metrics of each trial's selected epoch):",
         format_table(rows, plan, plan.config.top_k, getattr(result, "trivial", None)),
     ]
-    if rows and rows[0]["score"] is not None:
-        best = rows[0]
+    from .parent import best_row
+
+    best = best_row(rows)
+    if best is not None:
         values = ", ".join(
             f"{k}={_fmt(v) if isinstance(v, float) else v}" for k, v in best["sampled"].items()
         )
-        out.append(f"\nbest trial: {best['name']} ({values})")
+        out.append(f"\nbest full-budget trial (by validation): {best['name']} ({values})")
     if plan.pareto:
         out.append(
             f"\nPareto set ({plan.metric} ↑, trainable params ↓): "
@@ -172,3 +192,23 @@ def summary_text(result, plan: SweepPlan) -> str:
     )
     out.append(f"Optuna study:  optuna-dashboard {result.study_location}")
     return "\n".join(out)
+
+
+def log_top_adapters(rows: list[dict], plan: SweepPlan, client) -> int:
+    """``log_adapters: top_k``: the adapter of each of the top_k full-budget trials' selected epoch
+    → its own MLflow run (``adapter/best_adapter.pt``); returns how many were logged."""
+    from .artifacts import log_adapter
+    from .tracking import PARENT, TRIAL_ID
+
+    top = [r for r in rows if r["outcome"] == "finished" and r["score"] is not None][: plan.config.top_k]
+    logged = 0
+    for row in top:
+        runs = client.search_runs(
+            [client.get_experiment_by_name(plan.name).experiment_id],
+            f"tags.`{TRIAL_ID}` = '{row['trial_id']}'",
+            max_results=5,
+        )
+        runs = [r for r in runs if r.data.tags.get(PARENT)]
+        if runs and log_adapter(client, runs[0].info.run_id, row["checkpoint"]):
+            logged += 1
+    return logged

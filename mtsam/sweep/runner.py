@@ -6,13 +6,11 @@ result = run_sweep(plan)            # or run_sweep(plan, resume=True) after an i
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from mtsam.errors import ConfigError, MTSAMError
 
@@ -40,9 +38,12 @@ class SweepResult:
     trivial: dict | None = None  # trivial.json: constant predictors scored on val and test
 
 
-def preflight(plan: SweepPlan, resume: bool, check_gpus: bool = True) -> SweepState | None:
+def preflight(
+    plan: SweepPlan, resume: bool, check_gpus: bool = True, fresh: bool = True
+) -> SweepState | None:
     """Every check that must pass before anything is created (also run by --dry-run, which may
-    describe a GPU sweep on a machine without GPUs: ``check_gpus=False``)."""
+    describe a GPU sweep on a machine without GPUs: ``check_gpus=False``, and an existing sweep:
+    ``fresh=False``)."""
     creatable = [] if "://" in plan.config.storage else [Path(plan.config.storage)]
     for path in creatable:
         check_writable(path, "storage")
@@ -51,7 +52,8 @@ def preflight(plan: SweepPlan, resume: bool, check_gpus: bool = True) -> SweepSt
         check_local_gpus(plan)
     if resume:
         return check_resumable(plan)
-    check_fresh(plan)
+    if fresh:
+        check_fresh(plan)
     return None
 
 
@@ -129,38 +131,14 @@ def start_ray(plan: SweepPlan, address: str | None) -> bool:
     return True
 
 
-def _open_parent(plan: SweepPlan, client, state: SweepState | None) -> SweepState:
-    if state is not None:
-        client.update_run(state.parent_run_id, status="RUNNING")
-        return state
-    experiment_id = tr.ensure_experiment(client, plan.name, plan.tracking_uri)
-    base = plan.base
-    tags = {
-        tr.ROLE: "sweep",
-        "mtsam.sweep": plan.name,
-        "mtsam.git_commit": tr.git_commit(),
-        "mtsam.config_file": plan.config_file or "<embedded quickstart>",
-        "mtsam.dataset": base["data"]["dataset"],
-        "mtsam.variant": base["model"]["variant"],
-        "mtsam.search_mode": plan.config.search.mode,
-        "mtsam.objective": plan.metric,
-        "mtsam.state_dir": str(plan.state_dir),
-        "mtsam.ray_experiment": plan.exp_path,
-    }
-    run = client.create_run(experiment_id, tags=tags, run_name=f"sweep-{plan.name}")
-    state = SweepState(parent_run_id=run.info.run_id, experiment_id=experiment_id)
-    state.save(plan.state_dir)  # first, so a kill from here on can be resumed into this run
-    sweep_params = {k: v for k, v in plan.resolved_dict().items() if k != "base"}
-    tr.log_params(client, run.info.run_id, tr.flatten_config(sweep_params))
-    client.log_text(run.info.run_id, plan.resolved_yaml(), "config.yaml")
-    return state
+def _baseline(plan: SweepPlan, client, state: SweepState, clock: Clock) -> tuple[dict | None, dict, str]:
+    """(baseline for the trials' configs, content of baseline.json, what the parent's note says)."""
+    from .parent import baseline_text, log_baseline
 
-
-def _baseline(plan: SweepPlan, client, state: SweepState, clock: Clock) -> tuple[dict | None, dict]:
-    """(baseline for the trials' configs, content of baseline.json)."""
     if plan.baseline_mode == "none":
         say(clock, f"baselines: none (objective {plan.metric})")
-        return None, {}
+        log_baseline(client, plan, state.parent_run_id, baseline_text(plan))
+        return None, {}, baseline_text(plan)
     if plan.baseline_mode == "inline":
         say(clock, "baselines: given in the config (base.baseline)")
         from mtsam.evaluation import directions
@@ -168,7 +146,8 @@ def _baseline(plan: SweepPlan, client, state: SweepState, clock: Clock) -> tuple
 
         tasks = build_tasks(_channels(plan.base))
         base = plan.base["baseline"]
-        return base, {**base, "directions": directions(tasks)}
+        log_baseline(client, plan, state.parent_run_id, baseline_text(plan))
+        return base, {**base, "directions": directions(tasks)}, baseline_text(plan)
     adapter = plan.config.baselines.adapter
     res = plan.config.resources
     data, key, run_ids = bl.resolve(
@@ -180,13 +159,16 @@ def _baseline(plan: SweepPlan, client, state: SweepState, clock: Clock) -> tuple
         res.cpu,
         res.gpu,
         lambda text: say(clock, text),
+        parent_run_id=state.parent_run_id,
     )
     tr.set_tags(client, state.parent_run_id, {bl.KEY_TAG: key, "mtsam.baseline_runs": ",".join(run_ids)})
+    text = baseline_text(plan, key, run_ids)
+    log_baseline(client, plan, state.parent_run_id, text, key)
     summary = "  ".join(
         f"{t} " + " ".join(f"{m} {v:.4g}" for m, v in list(data["test"][t].items())[:2]) for t in data["test"]
     )
     say(clock, f"baselines (test): {summary}")
-    return {"val": data["val"], "test": data["test"]}, data
+    return {"val": data["val"], "test": data["test"]}, data, text
 
 
 def _channels(base: dict) -> dict[str, int]:
@@ -229,8 +211,10 @@ def _run(plan: SweepPlan, resume: bool, address: str | None, state, lock: Driver
         say(clock, f"removed the Optuna journal's lock file left by a killed driver ({plan.study_path})")
     if state is None:
         write_config(plan)
+    from .parent import open_parent
+
     client = tr.client(plan.tracking_uri)
-    state = _open_parent(plan, client, state)
+    state = open_parent(plan, client, state, tr.git_commit())
     say(
         clock,
         f"sweep '{plan.name}': MLflow {plan.tracking_uri} (experiment '{plan.name}', "
@@ -238,7 +222,7 @@ def _run(plan: SweepPlan, resume: bool, address: str | None, state, lock: Driver
     )
     status = "FAILED"
     try:
-        baseline, baseline_json = _baseline(plan, client, state, clock)
+        baseline, baseline_json, baseline_note = _baseline(plan, client, state, clock)
         if baseline_json:
             client.log_dict(state.parent_run_id, baseline_json, "baseline.json")
         trivial = trivial_ref.log_trivial(client, state.parent_run_id, plan.base, lambda t: say(clock, t))
@@ -253,7 +237,10 @@ def _run(plan: SweepPlan, resume: bool, address: str | None, state, lock: Driver
         if grid.num_terminated + grid.num_errors < max(len(grid), plan.config.search.num_samples):
             # Ctrl-C / SIGUSR1: Tune saved its state and returned early
             raise KeyboardInterrupt
-        rows = report.trial_rows(grid, plan, trial_base)
+        from . import parent
+        from .searcher import trial_numbers
+
+        rows = report.trial_rows(grid, plan, trial_base, trial_numbers(plan.study_path, plan.name))
         tr.close_children(
             client,
             state.experiment_id,
@@ -277,7 +264,10 @@ def _run(plan: SweepPlan, resume: bool, address: str | None, state, lock: Driver
         if plan.pareto:
             result.pareto = report.pareto_front(rows, plan)
         result.best_adapter = report.save_best(rows, plan, client, state.parent_run_id)
-        _log_summary(client, state.parent_run_id, result)
+        parent.log_summary(client, state.parent_run_id, rows, result.pareto, result.best_adapter)
+        parent.log_result(client, plan, state.parent_run_id, rows, baseline_note)
+        if plan.config.log_adapters == "top_k":
+            report.log_top_adapters(rows, plan, client)
         tidy_study(plan.study_path, plan.name)
         status = "FINISHED"
         state.status = "finished"
@@ -307,12 +297,3 @@ def _run(plan: SweepPlan, resume: bool, address: str | None, state, lock: Driver
 def _first_error(grid) -> str:
     errors = grid.errors
     return tr.error_reason(str(errors[0])) if errors else "unknown error"
-
-
-def _log_summary(client, parent_run_id: str, result: SweepResult) -> None:
-    summary: dict[str, Any] = {
-        "trials": [{k: v for k, v in r.items() if k != "checkpoint"} for r in result.rows],
-        "pareto": [r["trial_id"] for r in result.pareto],
-        "best_adapter": result.best_adapter,
-    }
-    client.log_text(parent_run_id, json.dumps(summary, indent=1, default=str), "summary.json")

@@ -1,8 +1,9 @@
 """Search space → Optuna define-by-run sampling, and sampled values → a trial's run config.
 
-Parameter names use "/" (``adapter/ranks/r1``, ``weighting/fixed/weights/depth``, ``train/lr``):
-Ray un-flattens them, so a trial's ``params.json`` is the nested sampled config, and the same
-names show up in the Optuna study (and optuna-dashboard).
+Inside the sweep a sampled value is keyed by its space path (``adapter/ranks/r1``,
+``weighting/fixed/weights/depth``, ``train/lr``): Ray un-flattens "/" so a trial's ``params.json`` is the
+nested sampled config. In the Optuna study (and optuna-dashboard) the same values carry their dotted
+param names (``adapter.r1``, ``weighting.weights.depth``, ``train.lr``; see ``params``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from mtsam.adapters.config import LoRAConfig, NoAdapterConfig, SharedLoRAConfig,
 from mtsam.variants import VARIANTS
 from mtsam.weighting import WEIGHTINGS
 
+from .params import param_name
 from .space import Dist, SearchSpace
 
 ADAPTER_FIELDS = {
@@ -87,27 +89,42 @@ def space_params(space: SearchSpace, base: dict) -> list[Param]:
 
 
 class SpaceSampler:
-    """The define-by-run function handed to ``OptunaSearch(space=...)`` (picklable, no closures)."""
+    """The define-by-run sampling of one Optuna trial (picklable, no closures): returns the sampled
+    values keyed by space path."""
 
     def __init__(self, space: SearchSpace, base: dict) -> None:
         self.params = space_params(space, base)
         self.base_type = base["adapter"]["type"]
         self.base_method = base["weighting"]["method"]
 
-    def __call__(self, trial) -> None:
+    def __call__(self, trial) -> dict[str, Any]:
         values = {"adapter/type": self.base_type, "weighting/method": self.base_method}
+        sampled = {}
         for p in self.params:
             if p.active(values):
-                values[p.name] = suggest(trial, p)
+                values[p.name] = sampled[p.name] = suggest(trial, p)
+        return sampled
 
 
 def suggest(trial, p: Param) -> Any:
-    d = p.dist
+    d, name = p.dist, param_name(p.name)
     if d.is_choice:
-        return _decode(trial.suggest_categorical(p.name, [_encode(c) for c in d.choice]))
+        return _decode(trial.suggest_categorical(name, [_encode(c) for c in d.choice]))
     if d.type == "int":
-        return trial.suggest_int(p.name, int(d.low), int(d.high), log=d.log)
-    return trial.suggest_float(p.name, d.low, d.high, log=d.log)
+        return trial.suggest_int(name, int(d.low), int(d.high), log=d.log)
+    return trial.suggest_float(name, d.low, d.high, log=d.log)
+
+
+def nest(sampled: dict[str, Any]) -> dict:
+    """{"adapter/ranks/r1": 32} → Ray's nested trial config {"adapter": {"ranks": {"r1": 32}}}."""
+    out: dict = {}
+    for path, value in sampled.items():
+        *parents, leaf = path.split("/")
+        node = out
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return out
 
 
 def flatten(nested: dict, prefix: str = "") -> dict[str, Any]:

@@ -100,3 +100,24 @@ def check_resumable(plan: SweepPlan) -> SweepState:
             f"with --resume, or start a new sweep with --name"
         )
     return state
+
+
+def existing_status(state_dir: Path) -> str | None:
+    """ "finished" or "interrupted" for a sweep that already has state in ``state_dir``, else None."""
+    if not ((state_dir / STATE).is_file() or (state_dir / SWEEP_YAML).is_file()):
+        return None
+    try:
+        state = SweepState.load(state_dir)
+    except ConfigError:
+        return "interrupted"
+    return "finished" if state is not None and state.status == "finished" else "interrupted"
+
+
+def next_free_name(plan: SweepPlan) -> str:
+    """``<name>-2``, ``-3``, ...: the first name whose state directory holds no sweep."""
+    base = plan.name
+    for number in range(2, 10_000):
+        name = f"{base}-{number}"
+        if existing_status(plan.state_dir.with_name(name)) is None:
+            return name
+    raise ConfigError(f"name: no free name {base}-N found next to {plan.state_dir}; pass --name")

@@ -39,12 +39,18 @@ def study_storage(path: Path):
     return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
 
 
-def tidy_study(path: Path, name: str) -> None:
-    """Mark study trials left RUNNING by a killed driver as FAIL (asked, but never told)."""
+def tidy_study(path: Path, name: str) -> int:
+    """Mark study trials left RUNNING as FAIL: asked by a driver that was killed before Ray Tune
+    recorded the trial, so no trial will ever tell them (user attr ``mtsam_note`` says so).
+    Returns how many."""
     import optuna
     from optuna.trial import TrialState
 
     storage = study_storage(path)
     study = optuna.load_study(study_name=name, storage=storage)
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    dangling = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    for trial in dangling:
+        note = "asked by a sweep driver that was stopped before Ray Tune recorded this trial; never run"
+        storage.set_trial_user_attr(trial._trial_id, "mtsam_note", note)
         storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    return len(dangling)

@@ -6,7 +6,6 @@ a parent run and many child runs open at once. Keys and tags follow docs/TRACKIN
 
 from __future__ import annotations
 
-import json
 import math
 import time
 import urllib.error
@@ -21,6 +20,18 @@ ROLE = "mtsam.role"
 PARENT = "mlflow.parentRunId"
 TRIAL_ID = "mtsam.trial_id"
 STATUS_REASON = "mtsam.status_reason"
+OUTCOME, STOPPED_AT, EPOCHS_PLANNED = "mtsam.outcome", "mtsam.stopped_at_epoch", "mtsam.epochs_planned"
+OPTUNA_TRIAL, NOTE = "mtsam.optuna_trial", "mlflow.note.content"
+# The MLflow 3 UI opens an experiment of this kind on its runs table (without it: the GenAI overview
+# of traces). The values are the UI's ExperimentKind enum; "custom_model_development" is model training.
+EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
+# MLflow run status of each trial outcome: an early stop is a result, not a crash.
+OUTCOME_STATUS = {
+    "finished": "FINISHED",
+    "stopped_early": "FINISHED",
+    "failed": "FAILED",
+    "interrupted": "KILLED",
+}
 MAX_KEY, MAX_VALUE, MAX_TAG = 250, 6000, 8000  # MLflow's limits for param keys/values and tag values
 EPOCH_PREFIXES = ("train/", "val/", "best/")
 SENTINEL = "train/loss/total"  # logged every epoch: its history tells which epochs a run already has
@@ -79,26 +90,34 @@ def ensure_experiment(mlflow_client, name: str, tracking_uri: str) -> str:
     if tracking_uri.startswith("sqlite:"):
         db = Path(tracking_uri.removeprefix("sqlite:").removeprefix("///"))
         location = (db.parent / "mlartifacts" / name).as_uri()
-    return mlflow_client.create_experiment(name, artifact_location=location)
+    return mlflow_client.create_experiment(
+        name, artifact_location=location, tags={EXPERIMENT_KIND: MODEL_TRAINING}
+    )
 
 
-def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """Nested config → ``{"adapter.ranks": "[32, 32, 4]", "train.lr": "0.001"}`` within MLflow's limits."""
-    flat: dict[str, str] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value and not _is_leaf_mapping(name):
-            flat.update(flatten_config(value, f"{name}."))
-            continue
-        text = json.dumps(value) if isinstance(value, (list, tuple, dict)) else str(value)
-        if len(text) > MAX_VALUE:
-            text = text[: MAX_VALUE - 3] + "..."
-        flat[name[:MAX_KEY]] = text
-    return flat
+def mark_model_training(mlflow_client, experiment_id: str) -> None:
+    """Tag an experiment (also one an older version created) so the UI opens its runs table."""
+    exp = mlflow_client.get_experiment(experiment_id)
+    if exp.tags.get(EXPERIMENT_KIND) != MODEL_TRAINING:
+        mlflow_client.set_experiment_tag(experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
 
 
-def _is_leaf_mapping(name: str) -> bool:
-    return name == "baseline"  # a nested metric table: one JSON param, not dozens
+def outcome_tags(outcome: str, epoch: int, planned: int, scheduler: str = "", reason: str = "") -> dict:
+    """The tags that say how a trial ended, with its one-line description (``mlflow.note.content``)."""
+    if outcome == "stopped_early":
+        note = f"stopped by {scheduler} at epoch {epoch} of {planned}"
+    elif outcome == "finished":
+        note = f"ran all {planned} epochs"
+    elif outcome == "failed":
+        note = f"failed at epoch {epoch} of {planned}: {reason}"
+    else:
+        note = f"interrupted at epoch {epoch} of {planned} ({reason})"
+    tags = {OUTCOME: outcome, EPOCHS_PLANNED: planned, NOTE: note[:MAX_TAG]}
+    if outcome == "stopped_early":
+        tags[STOPPED_AT] = epoch
+    if outcome != "finished":
+        tags[STATUS_REASON] = reason or note  # the older tag, kept for readers of earlier sweeps
+    return tags
 
 
 def log_params(mlflow_client, run_id: str, params: Mapping[str, str]) -> None:
@@ -261,8 +280,12 @@ def close_children(
                 },
             )
         if run.info.status == "RUNNING":
-            if not orphan:
-                set_tags(mlflow_client, run.info.run_id, {STATUS_REASON: reason})
+            if not orphan and run.data.tags.get(ROLE) == "trial":
+                epoch = max(logged_steps(mlflow_client, run.info.run_id), default=0)
+                planned = int(run.data.tags.get(EPOCHS_PLANNED, 0) or 0)
+                set_tags(
+                    mlflow_client, run.info.run_id, outcome_tags("interrupted", epoch, planned, reason=reason)
+                )
             mlflow_client.set_terminated(run.info.run_id, status="KILLED")
             closed += 1
     return closed

@@ -1,8 +1,7 @@
-"""The Ray Tune pieces: Optuna searcher (persistent study), scheduler, Tuner (fresh or restored)."""
+"""The Ray Tune pieces: searcher over the persistent Optuna study, scheduler, Tuner (fresh or restored)."""
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import shutil
@@ -11,31 +10,19 @@ from pathlib import Path
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
-from ray.tune.search.optuna import OptunaSearch
 
 from .callback import MlflowTracker
 from .console import Clock
 from .plan import SweepPlan
 from .progress import ProgressPrinter
 from .sampler import SpaceSampler, paper_point
+from .searcher import StudySearcher
 from .state import SweepState
-from .study import study_storage
 from .trainable import run_trial
 
 
-class ResumableOptunaSearch(OptunaSearch):
-    """OptunaSearch that survives a restore from a lagging Tune state.
-
-    Tune saves its state every ≥ 10 s, but tells Optuna at once: a driver killed right after a trial
-    finished leaves a study that holds the trial COMPLETE and a Tune state that still runs it. The
-    restored trial then reports into a finished Optuna trial, which raises and would end the whole
-    sweep; its values are already in the study, so the report is dropped instead."""
-
-    def on_trial_result(self, trial_id: str, result: dict) -> None:
-        from optuna.exceptions import UpdateFinishedTrialError
-
-        with contextlib.suppress(UpdateFinishedTrialError):
-            super().on_trial_result(trial_id, result)
+def sampler_label(plan: SweepPlan) -> str:
+    return "NSGA-II" if plan.pareto else "TPE"
 
 
 def build_searcher(plan: SweepPlan) -> ConcurrencyLimiter:
@@ -45,19 +32,17 @@ def build_searcher(plan: SweepPlan) -> ConcurrencyLimiter:
     n = search.num_samples
     if plan.pareto:
         sampler = optuna.samplers.NSGAIISampler(seed=search.seed, population_size=max(4, min(50, n // 2)))
-        metric, mode = [m for m, _ in plan.objectives], [d for _, d in plan.objectives]
     else:
         sampler = optuna.samplers.TPESampler(seed=search.seed, n_startup_trials=max(3, min(10, n // 3)))
-        metric, mode = plan.metric, plan.mode
     point = paper_point(plan.config.space, plan.base) if search.paper_point else {}
-    searcher = ResumableOptunaSearch(
-        space=SpaceSampler(plan.config.space, plan.base),
-        metric=metric,
-        mode=mode,
-        points_to_evaluate=[point] if point else None,
-        sampler=sampler,
+    searcher = StudySearcher(
+        SpaceSampler(plan.config.space, plan.base),
         study_name=plan.name,
-        storage=study_storage(plan.study_path),
+        study_path=plan.study_path,
+        objectives=plan.objectives,
+        epochs=plan.base["train"]["epochs"],
+        sampler=sampler,
+        first_point=point,
     )
     return ConcurrencyLimiter(searcher, max_concurrent=search.max_concurrent)
 
@@ -155,7 +140,15 @@ def build_tuner(
     epochs = plan.base["train"]["epochs"]
     callbacks = [
         MlflowTracker(
-            plan.tracking_uri, state.experiment_id, state.parent_run_id, trial_base, plan.name, epochs, label
+            plan.tracking_uri,
+            state.experiment_id,
+            state.parent_run_id,
+            trial_base,
+            plan.name,
+            epochs,
+            label,
+            study_path=str(plan.study_path),
+            log_adapters=plan.config.log_adapters,
         ),
         ProgressPrinter(clock, trial_base, plan.config.search.num_samples, epochs, plan.metric, label),
         *result_loggers(plan.config.tensorboard),

@@ -1,0 +1,255 @@
+"""``StudySearcher``: a Ray Tune searcher that asks and tells the sweep's persistent Optuna study.
+
+Why not Ray's ``OptunaSearch``: it tells a trial the scheduler stopped after one epoch as COMPLETE
+with that epoch's value, so TPE (and optuna-dashboard's history and importance plots) take a
+one-epoch score for a final result. Here:
+
+- every epoch's objective is an intermediate value (``report(value, epoch)``);
+- a trial that ran its full budget ends COMPLETE with the objective of its best epoch (the epoch
+  the trainer selected); one a scheduler stopped early ends PRUNED; an error ends FAIL;
+- the study carries the objective names and each Optuna trial the user attr ``ray_trial_id``
+  (``mlflow_run_id`` is set by the MLflow tracker once it opened the run).
+
+Tune gives a searcher the result that made the scheduler stop a trial only in
+``on_trial_complete`` (never in ``on_trial_result``), without saying it was a stop: an early stop
+is a last epoch below the budget. Multi-objective studies cannot hold intermediate values (Optuna
+raises for ``report``): a pareto trial keeps them in the user attr ``epoch_values`` instead.
+
+Restore-safe: the study lives in its journal, and the searcher re-finds its Optuna trials by
+``ray_trial_id`` (so nothing but the study is state). A trial running at a driver kill continues
+in the same Optuna trial; epochs it already reported are not reported again; a trial the study
+already finished (Tune's own state lags up to ~10 s) keeps its state and its late reports are dropped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import pickle
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ray.tune.search import Searcher
+
+from .params import param_name
+from .sampler import SpaceSampler, nest
+from .study import study_storage
+
+RAY_TRIAL_ID, MLFLOW_RUN_ID, EPOCH_VALUES = "ray_trial_id", "mlflow_run_id", "epoch_values"
+EPOCHS_PLANNED, STOPPED_AT, NOTE = "epochs_planned", "stopped_at_epoch", "mtsam_note"
+
+
+@dataclass
+class _Tracked:
+    """One Optuna trial of this sweep, as the searcher knows it."""
+
+    trial_id: int  # Optuna's storage id
+    number: int
+    finished: bool = False
+    values: dict[int, tuple[float, ...]] = field(default_factory=dict)  # epoch → objective value(s)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+class StudySearcher(Searcher):
+    def __init__(
+        self,
+        space: SpaceSampler,
+        study_name: str,
+        study_path: Path,
+        objectives: list[tuple[str, str]],
+        epochs: int,
+        sampler=None,
+        first_point: dict[str, Any] | None = None,
+    ) -> None:
+        single = len(objectives) == 1
+        super().__init__(
+            metric=objectives[0][0] if single else [m for m, _ in objectives],
+            mode=objectives[0][1] if single else [d for _, d in objectives],
+        )
+        self.space = space
+        self.study_name = study_name
+        self.study_path = Path(study_path)
+        self.objectives = list(objectives)
+        self.epochs = epochs
+        self.sampler = sampler
+        self.first_point = first_point or {}
+        self._reset()
+
+    def _reset(self) -> None:
+        self._study = None
+        self._tracked: dict[str, _Tracked] = {}  # Ray trial id → Optuna trial
+
+    # Tune pickles the searcher into its experiment state: keep the settings, not the open study.
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k not in ("_study", "_tracked")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._reset()
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
+
+    # ------------------------------------------------------------------ the study
+    @property
+    def study(self):
+        if self._study is None:
+            self._study = open_study(
+                self.study_path, self.study_name, self.objectives, self.sampler, self.first_point
+            )
+            self._index()
+        return self._study
+
+    def _index(self) -> None:
+        """Find this sweep's Optuna trials again (after a restore: from the journal)."""
+        for frozen in self._study.get_trials(deepcopy=False):
+            ray_id = frozen.user_attrs.get(RAY_TRIAL_ID)
+            if ray_id is None:
+                continue
+            tracked = _Tracked(frozen._trial_id, frozen.number, frozen.state.is_finished())
+            if self.multi_objective:
+                stored = frozen.user_attrs.get(EPOCH_VALUES) or {}
+                tracked.values = {int(e): tuple(v) for e, v in stored.items()}
+            else:
+                tracked.values = {int(e): (v,) for e, v in frozen.intermediate_values.items()}
+            self._tracked[ray_id] = tracked
+
+    def optuna_number(self, ray_trial_id: str) -> int | None:
+        tracked = self._tracked.get(ray_trial_id)
+        return tracked.number if tracked else None
+
+    # ------------------------------------------------------------------ Tune's searcher API
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        return True  # objectives and space come with the constructor (the plan)
+
+    def suggest(self, trial_id: str) -> dict | None:
+        study = self.study
+        trial = study.ask()
+        trial.set_user_attr(RAY_TRIAL_ID, trial_id)
+        trial.set_user_attr(EPOCHS_PLANNED, self.epochs)
+        self._tracked[trial_id] = _Tracked(trial._trial_id, trial.number)
+        return nest(self.space(trial))
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        self.study  # noqa: B018 - opens the study (and the index) after a restore
+        tracked = self._tracked.get(trial_id)
+        if tracked is not None and not tracked.finished:
+            self._report(tracked, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        from optuna.trial import TrialState
+
+        study = self.study
+        tracked = self._tracked.get(trial_id)
+        if tracked is None or tracked.finished:
+            return  # told before the driver was killed (Tune's state lagged): leave it as it is
+        if result:
+            self._report(tracked, result)  # a scheduler's stop result reaches only this hook
+        storage = study._storage
+        last = max(tracked.values, default=int((result or {}).get("epoch", 0) or 0))
+        values = None
+        if error:
+            state = TrialState.FAIL
+        elif last < self.epochs:
+            state = TrialState.PRUNED
+            storage.set_trial_user_attr(tracked.trial_id, STOPPED_AT, last)
+        else:
+            values = self._best_values(tracked)
+            state = TrialState.COMPLETE if values is not None else TrialState.FAIL
+            if values is None:
+                storage.set_trial_user_attr(tracked.trial_id, NOTE, "no finite objective value reported")
+        tracked.finished = True
+        study.tell(tracked.number, values, state=state)
+
+    # ------------------------------------------------------------------ helpers
+    def _objective_values(self, result: dict) -> tuple[float, ...] | None:
+        values = tuple(result.get(m) for m, _ in self.objectives)
+        return tuple(float(v) for v in values) if all(_finite(v) for v in values) else None
+
+    def _report(self, tracked: _Tracked, result: dict) -> None:
+        epoch = result.get("epoch")
+        values = self._objective_values(result)
+        if not _finite(epoch) or values is None or int(epoch) in tracked.values:
+            return  # no objective this epoch, or reported already (a retried or resumed trial)
+        epoch = int(epoch)
+        tracked.values[epoch] = values
+        storage = self.study._storage
+        if self.multi_objective:  # Optuna forbids intermediate values here: a user attr instead
+            stored = {str(e): list(v) for e, v in sorted(tracked.values.items())}
+            storage.set_trial_user_attr(tracked.trial_id, EPOCH_VALUES, stored)
+        else:
+            storage.set_trial_intermediate_value(tracked.trial_id, epoch, values[0])
+
+    def _best_values(self, tracked: _Tracked) -> list[float] | None:
+        """The objective values of the trial's best epoch (by the first objective): the epoch the
+        trainer selects, whose test metrics are the trial's answer."""
+        if not tracked.values:
+            return None
+        sign = 1 if self.objectives[0][1] == "max" else -1
+        epoch = max(sorted(tracked.values), key=lambda e: sign * tracked.values[e][0])
+        return list(tracked.values[epoch])
+
+    def save(self, checkpoint_path: str) -> None:
+        # The study is the state; this file only lets Tune's restore find a saved searcher.
+        with open(checkpoint_path, "wb") as fh:
+            pickle.dump({"study_name": self.study_name, "study_path": str(self.study_path)}, fh)
+
+    def restore(self, checkpoint_path: str) -> None:
+        self._reset()  # re-read from the journal on first use
+
+
+def open_study(
+    path: Path, name: str, objectives: list[tuple[str, str]], sampler=None, first_point: dict | None = None
+):
+    """The sweep's study, created on first use with its objective names and first point."""
+    import optuna
+
+    directions = ["maximize" if d == "max" else "minimize" for _, d in objectives]
+    study = optuna.create_study(
+        storage=study_storage(path),
+        study_name=name,
+        sampler=sampler,
+        directions=directions,
+        load_if_exists=True,
+    )
+    if not study.trials and not study.metric_names:
+        with warnings.catch_warnings():  # "experimental" since Optuna 3.2, still the way to name them
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([m for m, _ in objectives])
+        if first_point:
+            study.enqueue_trial({param_name(k): v for k, v in first_point.items()})
+    return study
+
+
+def link_mlflow_run(storage, name: str, ray_trial_id: str, run_id: str) -> int | None:
+    """Link the Optuna trial of ``ray_trial_id`` to its MLflow run (while it is still running: a
+    finished trial cannot change); returns its Optuna number, or None when there is none."""
+    import optuna
+    from optuna.exceptions import UpdateFinishedTrialError
+
+    study = optuna.load_study(study_name=name, storage=storage)
+    for frozen in study.get_trials(deepcopy=False):
+        if frozen.user_attrs.get(RAY_TRIAL_ID) == ray_trial_id:
+            if frozen.user_attrs.get(MLFLOW_RUN_ID) != run_id and not frozen.state.is_finished():
+                with contextlib.suppress(UpdateFinishedTrialError):  # told meanwhile
+                    storage.set_trial_user_attr(frozen._trial_id, MLFLOW_RUN_ID, run_id)
+            return frozen.number
+    return None
+
+
+def trial_numbers(path: Path, name: str) -> dict[str, int]:
+    """Ray trial id → Optuna trial number, from the study."""
+    import optuna
+
+    study = optuna.load_study(study_name=name, storage=study_storage(path))
+    return {
+        t.user_attrs[RAY_TRIAL_ID]: t.number
+        for t in study.get_trials(deepcopy=False)
+        if RAY_TRIAL_ID in t.user_attrs
+    }
