@@ -34,6 +34,7 @@ def build_mtsam(
     normalize: str = "sam",
     heads: Mapping[str, str] | None = None,
     seed: int = 0,
+    no_mask_jitter: float = 0.0,
 ) -> MTSAM:
     """Build an MTSAM model.
 
@@ -46,6 +47,8 @@ def build_mtsam(
             the random init of ``seed`` (reproducible, so adapter checkpoints still reload exactly).
         image_size: encoder input size; defaults to the variant's. Checkpoint pos-embeddings are
             interpolated when it differs.
+        no_mask_jitter: break the symmetry of the per-channel no-mask rows with seeded noise of
+            this relative std (0 = the paper: every row a copy of SAM's vector).
     """
     spec = variant_spec(variant)
     tasks = _check_tasks(tasks)
@@ -74,6 +77,8 @@ def build_mtsam(
         normalize=normalize,
         routing=routing,
         freeze_prefix_norms=config.freeze_prefix_norms,
+        no_mask_jitter=no_mask_jitter,
+        jitter_seed=seed,
     )
     model.build_config = {
         "variant": variant,
@@ -84,6 +89,7 @@ def build_mtsam(
         "normalize": normalize,
         "heads": dict(model.heads),
         "seed": seed,
+        "no_mask_jitter": no_mask_jitter,
     }
     return model
 

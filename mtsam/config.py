@@ -40,6 +40,9 @@ class ModelSection(_Section):
     image_size: int | None = None
     normalize: Literal["sam", "none"] = "sam"
     seed: int = 0
+    # Seeded noise (relative std) on the per-channel no-mask rows; 0 = the paper (all rows equal
+    # SAM's vector). The embedded demo sets 1.0: its short runs never separate equal rows.
+    no_mask_jitter: float = Field(0.0, ge=0.0)
 
 
 class ScenesSection(_Section):

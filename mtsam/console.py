@@ -51,6 +51,17 @@ def epoch_table(record: Mapping, tasks: Mapping[str, Task], split: str = "val") 
     return "\n".join(lines)
 
 
+def trivial_table(trivial: Mapping, tasks: Mapping[str, Task], split: str = "val") -> str:
+    """One row per task: the trivial predictor's metrics on ``split`` (the floor a model must beat)."""
+    lines = []
+    for name, task in tasks.items():
+        values = trivial.get(split, {}).get(name, {})
+        cells = [f"{m}{'↑' if up else '↓'} {_fmt(values.get(m))}" for m, up in task.metrics.items()]
+        predictor = trivial.get("predictor", {}).get(name, "")
+        lines.append(f"  {split} {name:<10} trivial ({predictor}): " + "  ".join(cells))
+    return "\n".join(lines)
+
+
 def summary_text(summary: Mapping, tasks: Mapping[str, Task]) -> str:
     best = summary.get("best")
     lines = [
@@ -61,5 +72,7 @@ def summary_text(summary: Mapping, tasks: Mapping[str, Task]) -> str:
         lines.append(f"selected epoch {best['epoch']} by {best['metric']} = {_fmt(best['value'])}")
         record = {"epoch": best["epoch"], **best["test"]}
         lines.append(epoch_table(record, tasks, split="test").split("\n", 1)[1])
+        if summary.get("trivial"):
+            lines.append(trivial_table(summary["trivial"], tasks, split="test"))
         lines.append(f"best adapter: {summary['run_dir']}/best_adapter.pt")
     return "\n".join(lines)

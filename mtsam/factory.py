@@ -65,6 +65,7 @@ def build_model(config: RunConfig) -> MTSAM:
         image_size=config.model.image_size,
         normalize=config.model.normalize,
         seed=config.model.seed,
+        no_mask_jitter=config.model.no_mask_jitter,
     )
 
 

@@ -51,6 +51,8 @@ class MTSAM(nn.Module):
         image_encoder: SAM ``ImageEncoderViT`` (adapters already injected, if any).
         pe_layer: SAM's ``PositionEmbeddingRandom`` for the image grid.
         no_mask_embed: (D,) SAM's no-mask vector; copied into one row per output channel.
+        no_mask_jitter: std of seeded Gaussian noise added to each row, relative to the vector's
+            std (0 = the paper: all rows equal); ``jitter_seed`` seeds it.
         decoder: SAM ``MaskDecoder``; deep-copied once per task.
         tasks: task name → output channels, in output order.
         heads: task name → head ("log_softmax" | "identity" | "l2_normalize").
@@ -69,6 +71,8 @@ class MTSAM(nn.Module):
         normalize: str = "sam",
         routing: TaskRouting | None = None,
         freeze_prefix_norms: bool = False,
+        no_mask_jitter: float = 0.0,
+        jitter_seed: int = 0,
     ) -> None:
         super().__init__()
         if normalize not in ("sam", "none"):
@@ -84,7 +88,14 @@ class MTSAM(nn.Module):
             start += self.channels[t]
         self.row_slices = offsets
         # One no-mask row per output channel of all tasks, each initialised from SAM's vector.
-        self.no_mask = nn.Parameter(no_mask_embed.detach().reshape(1, -1).repeat(start, 1).clone())
+        rows = no_mask_embed.detach().reshape(1, -1).repeat(start, 1).clone()
+        if no_mask_jitter > 0:
+            # Not in the paper (off by default): equal rows make a task's channels start identical
+            # (normals = ±(1,1,1)/√3, one class everywhere) and a short run never separates them.
+            gen = torch.Generator().manual_seed(jitter_seed)
+            noise = torch.randn(rows.shape, generator=gen, dtype=rows.dtype)
+            rows += no_mask_jitter * no_mask_embed.detach().float().std() * noise
+        self.no_mask = nn.Parameter(rows)
         self.decoders = nn.ModuleDict({t: copy.deepcopy(decoder) for t in self.task_names})
         self.normalize = normalize
         self.routing = routing or TaskRouting()

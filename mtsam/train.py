@@ -40,7 +40,7 @@ def main_args(args) -> int:
     if args.dry_run:
         return dry_run(config, args.json)
 
-    from .console import epoch_table, parameter_table, summary_text
+    from .console import epoch_table, parameter_table, summary_text, trivial_table
     from .trainer import CHECKPOINT, Trainer
 
     out = Path(args.out or f"runs/train-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
@@ -61,8 +61,13 @@ def main_args(args) -> int:
     trainer = Trainer(
         config, out, callbacks=[show], resume_from=resume_from, progress=sys.stderr.isatty() and not args.json
     )
-    if not args.json:
+    trivial = trainer.trivial  # once per run: the floor every epoch's metrics are read against
+    if args.json:
+        print(json.dumps({"trivial": trivial}), flush=True)
+    else:
         print(parameter_table(trainer.model.parameter_summary()))
+        print("trivial predictors (constants from training-split statistics):")
+        print(trivial_table(trivial, trainer.tasks, split="val"), flush=True)
     summary = trainer.fit()
     if args.json:
         print(json.dumps({"summary": summary}, default=str))

@@ -27,6 +27,7 @@ from .faults import FaultInjector
 from .memory_plan import refuse_if_too_big
 from .optim import build_optimizer, build_scheduler
 from .tensor_pack import pack, unpack
+from .trivial import trivial_predictors, write_trivial
 
 CHECKPOINT = "checkpoint.pt"
 BEST_ADAPTER = "best_adapter.pt"
@@ -90,6 +91,7 @@ class Trainer:
         self.best: dict | None = None
         self.history: list[dict] = []
         self.has_tora = any(n.endswith(".U1") for n, _ in self.model.named_parameters())
+        self._trivial: dict | None = None
         if resume_from is not None:
             self.load_checkpoint(resume_from)
 
@@ -202,10 +204,18 @@ class Trainer:
             self._autocast,
         )
 
+    @property
+    def trivial(self) -> dict:
+        """Trivial predictors (majority class, mean depth, mean normal) scored on val and test."""
+        if self._trivial is None:
+            self._trivial = trivial_predictors(self.train_set, self.val_set, self.test_set, self.tasks)
+        return self._trivial
+
     def fit(self) -> dict:
         """Train up to ``train.epochs`` (continuing after a resume); returns the final summary."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.yaml").write_text(dump_yaml(self.config))
+        write_trivial(self.run_dir, self.trivial)
         while self.epoch < self.config.train.epochs:
             record = {"epoch": self.epoch + 1, **self.train_epoch()}
             self.epoch += 1
@@ -261,6 +271,7 @@ class Trainer:
             "best": self.best,
             "parameters": self.model.parameter_summary(),
             "last": self.history[-1] if self.history else {},
+            "trivial": self.trivial,
         }
 
     # ------------------------------------------------------------------ checkpoints

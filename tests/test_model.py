@@ -162,3 +162,27 @@ def test_build_errors():
         build_mtsam("tiny", TASKS, {"type": "tora", "ranks": [500, 4, 2]})
     with pytest.raises(ConfigError, match="tasks.depth"):
         build_mtsam("tiny", {"depth": 0}, None)
+
+
+def test_no_mask_rows_equal_by_default_jitter_breaks_the_symmetry(tmp_path):
+    """The paper: every per-channel row is SAM's vector, so a task's channels start identical (the
+    normals one constant ±(1,1,1)/√3). ``no_mask_jitter`` (seeded) makes them start apart."""
+    images = torch.rand(1, 3, 32, 48)
+    paper = build_mtsam("tiny", TASKS, TORA, image_size=64).eval()
+    assert torch.equal(paper.no_mask, paper.no_mask[:1].expand_as(paper.no_mask))
+    with torch.no_grad():
+        normal = paper(images)["normal"]
+    torch.testing.assert_close(normal.abs(), torch.full_like(normal, 3**-0.5))
+    jittered = build_mtsam("tiny", TASKS, TORA, image_size=64, no_mask_jitter=1.0).eval()
+    again = build_mtsam("tiny", TASKS, TORA, image_size=64, no_mask_jitter=1.0)
+    assert torch.equal(jittered.no_mask, again.no_mask)  # seeded by the model seed
+    spread = (jittered.no_mask - paper.no_mask).detach().std() / paper.no_mask[0].detach().std()
+    assert 0.8 < float(spread) < 1.2
+    with torch.no_grad():
+        normal = jittered(images)["normal"]
+    assert float((normal.abs() - 3**-0.5).abs().max()) > 0.1
+    # everything but the table is the same model, and the adapter file rebuilds it exactly
+    assert all(torch.equal(a, b) for a, b in zip(paper.decoders.parameters(), jittered.decoders.parameters()))
+    save_adapter(jittered, tmp_path / "a.pt")
+    loaded, _ = load_adapter(tmp_path / "a.pt")
+    assert torch.equal(loaded.no_mask, jittered.no_mask)

@@ -46,7 +46,7 @@ def test_shipped_configs_resolve(name):
 def test_set_and_flags_override(tmp_path):
     cfg, _ = load_sweep_config(None, ["search.num_samples=3", "base.train.lr=0.002", 'name="x-1"'])
     assert cfg.search.num_samples == 3 and cfg.name == "x-1"
-    assert cfg.base == {"train": {"epochs": 6, "lr": 0.002}}  # merged into the default base
+    assert cfg.base == {"train": {"epochs": 8, "lr": 0.002}}  # merged into the default base
 
 
 def test_dry_run_prints_plan_and_creates_nothing(tmp_path, capsys):

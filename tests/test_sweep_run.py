@@ -104,7 +104,14 @@ def test_parent_and_nested_children(tiny_sweep, tmp_path):
     assert metrics["sweep/best/test/delta_b_task"] == pytest.approx(best.data.metrics["test/delta_b_task"])
     assert metrics["sweep/best/test/semantic/miou"] == pytest.approx(best.data.metrics["test/semantic/miou"])
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert {"config.yaml", "baseline.json", "best"} <= artifacts
+    assert {"config.yaml", "baseline.json", "best", "trivial.json"} <= artifacts
+    trivial = json.loads(Path(client.download_artifacts(parent.info.run_id, "trivial.json")).read_text())
+    assert trivial["predictor"]["semantic"] == "majority class"
+    for split in ("val", "test"):
+        for task, values in trivial[split].items():
+            for metric, value in values.items():
+                assert metrics[f"trivial/{split}/{task}/{metric}"] == pytest.approx(value)
+    assert "trivial (constant predictors)" in tiny_sweep.stdout
     best_files = {a.path for a in client.list_artifacts(parent.info.run_id, "best")}
     assert best_files == {"best/adapter.pt", "best/config.yaml"}
 

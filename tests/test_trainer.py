@@ -20,6 +20,7 @@ FAST = [
     "data.scenes.width=48",
     "model.image_size=64",
 ]
+LEARN_EPOCHS = 8  # the embedded default's epochs: the run a user starts with `python -m mtsam.train`
 TIMING = ("train/epoch_time_s", "train/images_per_s", "train/eval_time_s")
 
 
@@ -159,38 +160,19 @@ def test_delta_b_selects_best_epoch(tmp_path):
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_tiny_mtsam_learns_beyond_trivial_predictors(tmp_path, precision):
-    """A few epochs on rendered scenes beat majority-class mIoU and mean-depth on validation, in
-    float32 and in bf16 autocast (on CPU: the mixed-precision path a CUDA run takes)."""
-    config = load_config(
-        overrides=[
-            "train.epochs=10",
-            "model.image_size=128",
-            "weighting.method=ew",
-            "weighting.weights=null",
-            "data.augment=false",
-            f"train.precision={precision}",
-        ]
-    )
+    """The embedded default beats the trivial predictors (majority class, mean depth, mean normal,
+    from training statistics, same pooled meters) on validation by the demo's margins, on all three
+    tasks — in float32 and in bf16 autocast (on CPU: the mixed-precision path a CUDA run takes)."""
+    config = load_config(overrides=[f"train.epochs={LEARN_EPOCHS}", f"train.precision={precision}"])
     trainer = Trainer(config, tmp_path)
     dtypes = set()
     qkv = trainer.model.image_encoder.blocks[0].attn.qkv  # the adapted layer
     qkv.register_forward_hook(lambda module, args, out: dtypes.add(out.dtype))
     trainer.fit()
     assert dtypes == {torch.bfloat16 if precision == "bf16" else torch.float32}
-    train_labels = torch.cat(
-        [trainer.train_set[i]["semantic"].flatten() for i in range(len(trainer.train_set))]
-    )
-    train_depth = torch.cat([trainer.train_set[i]["depth"].flatten() for i in range(len(trainer.train_set))])
-    majority = torch.bincount(train_labels[train_labels >= 0]).argmax()
-    mean_depth = train_depth[train_depth > 0].mean()
-    # Trivial predictors scored with the same pooled meters on the validation split.
-    seg, dep = trainer.tasks["semantic"].meter(), trainer.tasks["depth"].meter()
-    for i in range(len(trainer.val_set)):
-        sample = trainer.val_set[i]
-        seg.update(torch.full_like(sample["semantic"], int(majority))[None], sample["semantic"][None])
-        dep.update(torch.full_like(sample["depth"], float(mean_depth))[None], sample["depth"][None])
-    trivial = {"miou": seg.compute()["miou"], "abs_err": dep.compute()["abs_err"]}
+    trivial = json.loads((tmp_path / "trivial.json").read_text())["val"]
     last = trainer.history[-1]
-    assert last["val/semantic/miou"] > trivial["miou"]
-    assert last["val/depth/abs_err"] < trivial["abs_err"]
+    assert last["val/semantic/miou"] >= 1.5 * trivial["semantic"]["miou"]
+    assert last["val/depth/abs_err"] <= 0.8 * trivial["depth"]["abs_err"]
+    assert last["val/normal/mean"] <= 0.9 * trivial["normal"]["mean"]
     assert last["train/loss/total"] < trainer.history[0]["train/loss/total"]

@@ -120,7 +120,8 @@ def _fmt(value: Any, key: str = "") -> str:
     return f"{value:.4g}"
 
 
-def format_table(rows: list[dict], plan: SweepPlan, top_k: int) -> str:
+def format_table(rows: list[dict], plan: SweepPlan, top_k: int, trivial: dict | None = None) -> str:
+    """Top trials, then a "trivial" reference row (constant predictors) when ``trivial`` is given."""
     shown = rows[:top_k]
     metric_keys: list[str] = []
     for r in shown:
@@ -140,6 +141,10 @@ def format_table(rows: list[dict], plan: SweepPlan, top_k: int) -> str:
                 _fmt(r["trainable_params"]),
             ]
         )
+    if trivial:
+        flat = {f"test/{t}/{m}": v for t, ms in trivial.get("test", {}).items() for m, v in ms.items()}
+        table.append(["-", "trivial (constant predictors)", "reference", "-", "-"])
+        table[-1] += [_fmt(flat.get(k)) for k in metric_keys] + ["0"]
     widths = [max(len(row[c]) for row in table) for c in range(len(headers))]
     lines = [
         "  ".join(cell.ljust(w) if c < 3 else cell.rjust(w) for c, (cell, w) in enumerate(zip(row, widths)))
@@ -154,7 +159,7 @@ def summary_text(result, plan: SweepPlan) -> str:
     out = [
         f"\nTop {min(plan.config.top_k, len(rows))} of {len(rows)} trials "
         f"(test metrics of each trial's selected epoch):",
-        format_table(rows, plan, plan.config.top_k),
+        format_table(rows, plan, plan.config.top_k, getattr(result, "trivial", None)),
     ]
     from .parent import best_row
 

@@ -16,6 +16,7 @@ from mtsam.errors import ConfigError, MTSAMError
 
 from . import baselines as bl
 from . import tracking as tr
+from . import trivial_ref
 from .console import Clock, say
 from .driver_lock import DriverLock
 from .plan import SweepPlan
@@ -34,6 +35,7 @@ class SweepResult:
     pareto: list[dict] = field(default_factory=list)
     best_adapter: str | None = None
     baseline: dict | None = None
+    trivial: dict | None = None  # trivial.json: constant predictors scored on val and test
 
 
 def preflight(
@@ -223,6 +225,7 @@ def _run(plan: SweepPlan, resume: bool, address: str | None, state, lock: Driver
         baseline, baseline_json, baseline_note = _baseline(plan, client, state, clock)
         if baseline_json:
             client.log_dict(state.parent_run_id, baseline_json, "baseline.json")
+        trivial = trivial_ref.log_trivial(client, state.parent_run_id, plan.base, lambda t: say(clock, t))
         trial_base = plan.trial_config({}, baseline)
         tuner = build_tuner(plan, trial_base, state, clock, resume)
         say(
@@ -254,6 +257,7 @@ def _run(plan: SweepPlan, resume: bool, address: str | None, state, lock: Driver
             plan.study_location,
             rows=rows,
             baseline=baseline_json or None,
+            trivial=trivial,
         )
         if rows and all(r["status"] == "failed" for r in rows):
             raise MTSAMError(f"all {len(rows)} trials failed; the first: {_first_error(grid)}")
