@@ -40,7 +40,7 @@ bench-full: $(STAMP)
 
 # Local MLflow UI on the default store of `python tune/search.py` (binds 127.0.0.1 only).
 mlflow-ui: $(STAMP)
-	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/runs/mlflow.db --host 127.0.0.1 --port 5000
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/runs/mlflow.db --host 127.0.0.1 --port 5000 --workers 1
 
 # Tear a launcher cluster down, MLflow server included: `ray down` runs only `ray stop` on the head,
 # so on machines that outlive the cluster (cluster-onprem.yaml) the server would keep running.

@@ -41,7 +41,8 @@ def test_kill_driver_then_resume(tiny_sweep, tmp_path, capsys):
     args = (
         f"--storage {tiny_sweep.storage} --name {NAME} --num-samples {SAMPLES} --epochs {tiny_sweep.epochs}"
     )
-    args = args.split()
+    # reduction 4: ASHA keeps only trials in the top quarter at epoch 1, so stops are (nearly) sure
+    args = [*args.split(), "--set", "scheduler.reduction_factor=4"]
     log = tmp_path / "first.log"
     proc = start_search(args, log=log)
     try:
@@ -52,7 +53,7 @@ def test_kill_driver_then_resume(tiny_sweep, tmp_path, capsys):
     assert proc.returncode == -9
 
     # in-process: preflight errors need no Ray, and torch is imported already
-    assert main([*map(str, args[:-1]), "3", "--resume"]) == 2
+    assert main([*map(str, args), "--epochs", "3", "--resume"]) == 2
     assert "differs from the stored one at base.train.epochs" in capsys.readouterr().err
     state_dir = tiny_sweep.storage / NAME
     with DriverLock(state_dir, NAME):  # as if the killed driver were still running
@@ -83,20 +84,34 @@ def test_kill_driver_then_resume(tiny_sweep, tmp_path, capsys):
     trials = [r for r in runs if r.data.tags.get("mtsam.role") == "trial"]
     counts = collections.Counter(r.data.tags["mtsam.trial_id"] for r in trials)
     assert len(counts) == SAMPLES and max(counts.values()) == 1  # no duplicated child runs
+    journal = tiny_sweep.storage / NAME / "optuna.journal"
+    study = optuna.load_study(study_name=NAME, storage=study_storage(journal))
+    by_ray_id = {t.user_attrs.get("ray_trial_id"): t for t in study.trials}
+    outcomes = collections.Counter()
     for run in trials:
         assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
-        assert run.info.status in ("FINISHED", "KILLED")
+        assert run.info.status == "FINISHED"  # finished or stopped early, never left KILLED
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss/total")]
         assert steps == list(range(1, len(steps) + 1)), (run.info.run_name, steps)  # each epoch once
+        # the study agrees across the kill: PRUNED with its intermediate values for an early stop,
+        # COMPLETE only for a trial that ran its full budget
+        outcome = run.data.tags["mtsam.outcome"]
+        outcomes[outcome] += 1
+        trial = by_ray_id[run.data.tags["mtsam.trial_id"]]
+        assert trial.state.name == {"finished": "COMPLETE", "stopped_early": "PRUNED"}[outcome], outcome
+        assert sorted(trial.intermediate_values) == steps
+        assert (steps[-1] == tiny_sweep.epochs) == (outcome == "finished")
+        assert run.data.tags["mtsam.optuna_trial"] == str(trial.number)
+    assert outcomes["stopped_early"] >= 1 and outcomes["finished"] >= 1, outcomes
+    drawn = [tuple(sorted(t.params.items())) for t in study.trials]
+    assert len(set(drawn)) == len(drawn)  # the restored sampler did not repeat the first session's draws
     # a child the killed driver opened but Tune never recorded is closed and marked, not counted
     for run in runs:
         if run.data.tags.get("mtsam.role") == "orphan":
             assert run.info.status == "KILLED"
 
-    journal = tiny_sweep.storage / NAME / "optuna.journal"
-    study = optuna.load_study(study_name=NAME, storage=study_storage(journal))
     states = collections.Counter(t.state.name for t in study.trials)
-    assert states["COMPLETE"] >= SAMPLES and states["RUNNING"] == 0  # the study went on, nothing dangling
+    assert states["COMPLETE"] + states["PRUNED"] >= SAMPLES and states["RUNNING"] == 0  # nothing dangling
     assert main([*map(str, args), "--resume"]) == 2
     assert "already finished" in capsys.readouterr().err
 

@@ -60,22 +60,43 @@ def overrides(args: argparse.Namespace) -> list[str]:
     return list(args.set) + [f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None]
 
 
+def name_given(args: argparse.Namespace) -> bool:
+    """The user named the sweep on the command line (then an existing one is an error, not renamed)."""
+    return args.name is not None or any(s.split("=", 1)[0].strip() == "name" for s in args.set)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         from .config import load_sweep_config
         from .plan import make_plan
         from .runner import preflight
+        from .state import existing_status, next_free_name
 
         config = args.config or (str(QUICKSTART_FILE) if QUICKSTART_FILE.is_file() else None)
         cfg, config_file = load_sweep_config(config, overrides(args))
         plan = make_plan(cfg, config_file)
-        preflight(plan, args.resume, check_gpus=not args.dry_run)
+        existing = existing_status(plan.state_dir) if not args.resume else None
         if args.dry_run:
-            from .describe import describe_plan
+            from .describe import describe_existing, describe_plan
 
+            preflight(plan, resume=args.resume, check_gpus=False, fresh=False)
+            next_name = next_free_name(plan) if existing and not name_given(args) else None
             print(describe_plan(plan))
+            if existing:
+                print(describe_existing(plan, existing, next_name))
             return 0
+        if existing and not name_given(args):
+            # the same command again (`make demo` twice): a new numbered sweep, said in one line
+            old, new = plan.name, next_free_name(plan)
+            plan = make_plan(*load_sweep_config(config, [*overrides(args), f"name={json.dumps(new)}"]))
+            hint = "" if existing == "finished" else f"; continue the interrupted '{old}' with --resume"
+            print(
+                f"sweep '{old}' already {existing} at {plan.state_dir.with_name(old)}: starting "
+                f"'{new}' (choose the name with --name{hint})",
+                flush=True,
+            )
+        preflight(plan, args.resume, check_gpus=True)
         from .report import summary_text
         from .runner import run_sweep
 

@@ -12,7 +12,7 @@ import yaml
 from .params import sampled_params
 from .plan import PARAMS_METRIC, SweepPlan
 from .sampler import apply_params, flatten
-from .tracking import run_name
+from .tracking import error_reason, run_name
 
 
 def _finite(value: Any) -> bool:
@@ -57,6 +57,7 @@ def trial_rows(grid, plan: SweepPlan, trial_base: dict, numbers: dict[str, int] 
                 "config": cfg,
                 "checkpoint": result.checkpoint,
                 "path": result.path,
+                "error": error_reason(str(result.error)) if result.error else None,
             }
         )
     sign = -1 if plan.mode == "max" else 1
@@ -185,7 +186,10 @@ def summary_text(result, plan: SweepPlan) -> str:
     if uri.startswith(("http://", "https://")):
         out.append(f"MLflow UI:     open {uri} (experiment '{result.name}')")
     else:
-        out.append(f"MLflow UI:     mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000")
+        # one worker: MLflow's default 4 took ~90 s to answer on a 2-CPU machine
+        out.append(
+            f"MLflow UI:     mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000 --workers 1"
+        )
     report_dir = plan.state_dir / "report"
     out.append(
         f"analysis:      python -m analysis.report --tracking-uri {uri} --experiment {result.name} "

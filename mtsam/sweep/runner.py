@@ -193,7 +193,7 @@ def run_sweep(plan: SweepPlan, resume: bool = False, address: str | None = None)
 def _run(plan: SweepPlan, resume: bool, address: str | None, state, lock: DriverLock) -> SweepResult:
     from . import report
     from .study import tidy_study
-    from .tuning import build_tuner
+    from .tuning import build_tuner, scheduler_label
 
     clock = Clock()
     started = start_ray(plan, address or plan.config.ray.address)
@@ -241,6 +241,14 @@ def _run(plan: SweepPlan, resume: bool, address: str | None, state, lock: Driver
         from .searcher import trial_numbers
 
         rows = report.trial_rows(grid, plan, trial_base, trial_numbers(plan.study_path, plan.name))
+        tr.settle_trial_runs(
+            client,
+            state.experiment_id,
+            state.parent_run_id,
+            rows,
+            plan.base["train"]["epochs"],
+            scheduler_label(plan),
+        )
         tr.close_children(
             client,
             state.experiment_id,

@@ -196,12 +196,19 @@ class StudySearcher(Searcher):
         return list(tracked.values[epoch])
 
     def save(self, checkpoint_path: str) -> None:
-        # The study is the state; this file only lets Tune's restore find a saved searcher.
+        # The study is the state; the sampler is saved for its random state, so a restored sweep
+        # does not draw the same "random" startup points again.
+        asked = len(self._study.get_trials(deepcopy=False)) if self._study is not None else 0
         with open(checkpoint_path, "wb") as fh:
-            pickle.dump({"study_name": self.study_name, "study_path": str(self.study_path)}, fh)
+            pickle.dump({"sampler": self.sampler, "asked": asked}, fh)
 
     def restore(self, checkpoint_path: str) -> None:
-        self._reset()  # re-read from the journal on first use
+        with open(checkpoint_path, "rb") as fh:
+            saved = pickle.load(fh)
+        self.sampler = saved.get("sampler", self.sampler)
+        self._reset()  # the study and its trials are re-read from the journal on first use
+        if self.sampler is not None and len(self.study.get_trials(deepcopy=False)) > saved.get("asked", 0):
+            self.sampler.reseed_rng()  # trials were asked after the last save: do not repeat their draws
 
 
 def open_study(

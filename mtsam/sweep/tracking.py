@@ -289,3 +289,36 @@ def close_children(
             mlflow_client.set_terminated(run.info.run_id, status="KILLED")
             closed += 1
     return closed
+
+
+def settle_trial_runs(
+    mlflow_client, experiment_id: str, parent_run_id: str, rows: list[dict], planned: int, scheduler: str
+) -> int:
+    """After the sweep: a trial Ray Tune holds as ended whose run is still RUNNING (its end was in the
+    tracker's backlog when the driver was killed, and a restored Tune replays no events for it) ends
+    now as the trial did. Returns how many runs were settled."""
+    from .artifacts import log_metrics_jsonl, records_from_results
+
+    by_trial = {r["trial_id"]: r for r in rows}
+    runs = mlflow_client.search_runs(
+        [experiment_id],
+        f"tags.`{PARENT}` = '{parent_run_id}' and attributes.status = 'RUNNING'",
+        max_results=5000,
+    )
+    settled = 0
+    for run in runs:
+        row = by_trial.get(run.data.tags.get(TRIAL_ID))
+        if row is None or run.data.tags.get(ROLE) != "trial":
+            continue
+        outcome, epoch = row["outcome"], int(row["epochs"] or 0)
+        reason = row.get("error") or ""
+        tags = outcome_tags(outcome, epoch, planned, scheduler, reason)
+        if row.get("optuna_trial") is not None:
+            tags[OPTUNA_TRIAL] = row["optuna_trial"]
+        records = records_from_results(row.get("path"))
+        if records:
+            log_metrics_jsonl(mlflow_client, run.info.run_id, [records[e] for e in sorted(records)])
+        set_tags(mlflow_client, run.info.run_id, tags)
+        mlflow_client.set_terminated(run.info.run_id, status=OUTCOME_STATUS[outcome])
+        settled += 1
+    return settled
