@@ -105,6 +105,11 @@ def _base_run_config(cfg: SweepConfig, config_file: Path | None) -> dict:
         run = validate_config(data)
     except ConfigError as exc:
         raise ConfigError(f"base.{exc}") from None
+    if run.data.val_fraction == 0:
+        raise ConfigError(
+            "base.data.val_fraction: sweeps rank trials on a validation split, expected > 0 "
+            "(0 trains on every image, for a single reference run)"
+        )
     if run.train.eval_every != 1:
         raise ConfigError(
             f"base.train.eval_every: sweeps need validation metrics every epoch (schedulers compare "
