@@ -28,6 +28,8 @@ import math
 import random
 from dataclasses import dataclass
 
+from ray.tune.schedulers import PopulationBasedTraining, TrialScheduler
+from ray.tune.schedulers.pb2 import PB2
 from ray.tune.search import SearchAlgorithm, SearchGenerator
 
 from mtsam.errors import ConfigError
@@ -161,6 +163,33 @@ class PopulationSearch(SearchAlgorithm):
         return self.inner.restore_from_dir(dirpath)
 
 
+class BudgetedPBT(PopulationBasedTraining):
+    """PBT that leaves a trial's last epoch alone: exploiting there would restart a trial that has
+    nothing left to train (Ray's PBT knows no budget)."""
+
+    def __init__(self, max_t: int, **kwargs) -> None:
+        super().__init__(time_attr="epoch", quantile_fraction=0.25, log_config=False, **kwargs)
+        self.max_t = max_t
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        if result.get("epoch", 0) >= self.max_t:
+            return TrialScheduler.CONTINUE
+        return super().on_trial_result(tune_controller, trial, result)
+
+
+class BudgetedPB2(PB2):
+    """PB2 (GP-bandit explore) that leaves a trial's last epoch alone, as ``BudgetedPBT``."""
+
+    def __init__(self, max_t: int, **kwargs) -> None:
+        super().__init__(time_attr="epoch", quantile_fraction=0.25, log_config=False, **kwargs)
+        self.max_t = max_t
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        if result.get("epoch", 0) >= self.max_t:
+            return TrialScheduler.CONTINUE
+        return super().on_trial_result(tune_controller, trial, result)
+
+
 def check_scheduler(plan) -> None:
     name = scheduler_name(plan)
     if plan.pareto and name in SINGLE_ONLY:
@@ -190,7 +219,6 @@ def build_scheduler(plan):
         FIFOScheduler,
         HyperBandScheduler,
         MedianStoppingRule,
-        PopulationBasedTraining,
     )
 
     s, epochs, name = plan.config.scheduler, plan.base["train"]["epochs"], scheduler_name(plan)
@@ -209,24 +237,14 @@ def build_scheduler(plan):
         return MedianStoppingRule(time_attr="epoch", grace_period=s.grace_period, min_samples_required=3)
     found = mutables(plan)
     if name == "pbt":
-        return PopulationBasedTraining(
-            time_attr="epoch",
+        return BudgetedPBT(
+            epochs,
             perturbation_interval=s.perturbation_interval,
             hyperparam_mutations={},  # all of it in Explore: conditional params, clipping, a seed
             custom_explore_fn=Explore(found, plan.config.search.seed),
-            quantile_fraction=0.25,
-            log_config=False,
         )
-    from ray.tune.schedulers.pb2 import PB2
-
     bounds = {m.path: [m.low, m.high] for m in found if not m.conditional}
-    return PB2(
-        time_attr="epoch",
-        perturbation_interval=s.perturbation_interval,
-        hyperparam_bounds=nest(bounds),
-        quantile_fraction=0.25,
-        log_config=False,
-    )
+    return BudgetedPB2(epochs, perturbation_interval=s.perturbation_interval, hyperparam_bounds=nest(bounds))
 
 
 def decision_epochs(plan) -> frozenset[int]:
