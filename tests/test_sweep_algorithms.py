@@ -22,7 +22,9 @@ from mtsam.sweep.schedulers import build_scheduler, decision_epochs, scheduler_n
 from mtsam.sweep.study import study_storage
 from mtsam.sweep.tuning import build_searcher
 
-NUMERIC_SPACE = {"train": {"lr": {"low": 1e-3, "high": 1e-2, "log": True}, "warmup_ratio": {"low": 0, "high": 0.1}}}
+NUMERIC_SPACE = {
+    "train": {"lr": {"low": 1e-3, "high": 1e-2, "log": True}, "warmup_ratio": {"low": 0, "high": 0.1}}
+}
 PARETO = ["search.mode=pareto"]
 # name → (overrides, Optuna sampler class)
 SAMPLERS = {
@@ -99,35 +101,40 @@ SCHEDULERS = {
 def local_ray():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # "local": a new Ray of our own even where another one runs on this machine
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
-
-
-def toy_trainable(config: dict) -> None:
-    """Reports and checkpoints every epoch; continues from the checkpoint Tune hands it (a PBT
-    exploit, a HyperBand resume), with the config it is given now."""
-    import json
-    import tempfile
-    from pathlib import Path
-
-    from ray import tune
-
-    start, checkpoint = 0, tune.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            start = json.loads((Path(folder) / "state.json").read_text())["epoch"]
-    for epoch in range(start + 1, EPOCHS + 1):
-        result = _objective(config, epoch)
-        result["param/train.lr"] = config["train"]["lr"]
-        with tempfile.TemporaryDirectory() as folder:
-            (Path(folder) / "state.json").write_text(json.dumps({"epoch": epoch}))
-            tune.report(result, checkpoint=tune.Checkpoint.from_directory(folder))
 
 
 @pytest.mark.parametrize("case", sorted(SCHEDULERS))
 def test_every_scheduler_runs_a_sweep_and_keeps_the_study_contract(case, tmp_path, local_ray):
     from ray import tune
+
+    def toy_trainable(config: dict) -> None:  # nested: Ray ships it by value
+        """Reports and checkpoints every epoch; continues from the checkpoint Tune hands it (a PBT
+        exploit, a HyperBand resume), with the config it is given now."""
+        import json
+        import tempfile
+        from pathlib import Path
+
+        from ray import tune
+
+        start, checkpoint = 0, tune.get_checkpoint()
+        if checkpoint is not None:
+            with checkpoint.as_directory() as folder:
+                start = json.loads((Path(folder) / "state.json").read_text())["epoch"]
+        for epoch in range(start + 1, EPOCHS + 1):
+            lr = config["train"]["lr"]
+            result = {
+                "epoch": epoch,
+                "val/delta_b_task": 1000 * lr * epoch,
+                "model/trainable_params": 1e6 * lr,
+            }
+            result["param/train.lr"] = config["train"]["lr"]
+            with tempfile.TemporaryDirectory() as folder:
+                (Path(folder) / "state.json").write_text(json.dumps({"epoch": epoch}))
+                tune.report(result, checkpoint=tune.Checkpoint.from_directory(folder))
 
     plan = _plan(tmp_path, ["search.max_concurrent=3", "search.seed=1", *SCHEDULERS[case]], name=case)
     assert scheduler_name(plan) == case.removesuffix("-pareto")
@@ -142,6 +149,8 @@ def test_every_scheduler_runs_a_sweep_and_keeps_the_study_contract(case, tmp_pat
             num_samples=TRIALS,
             metric=plan.metric if single else None,
             mode=plan.mode if single else None,
+            reuse_actors=True,
+            trial_dirname_creator=lambda trial: trial.trial_id,
         ),
         run_config=tune.RunConfig(storage_path=str(tmp_path / "ray"), name=case, verbose=0),
     ).fit()
@@ -167,7 +176,10 @@ BAD = {
         ["scheduler.type=pbt", "space={adapter: {ranks: {r1: [4, 8]}}}"],
         "scheduler.type: pbt mutates lr",
     ),
-    "multivariate without tpe": (["search.sampler=random", "search.multivariate=true"], "search.multivariate"),
+    "multivariate without tpe": (
+        ["search.sampler=random", "search.multivariate=true"],
+        "search.multivariate",
+    ),
     "unknown sampler": (["search.sampler=bohb"], "search.sampler"),
 }
 
