@@ -349,10 +349,24 @@ class Trainer:
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self.best, self.history = state["best"], state["history"]
+        self._apply_lr()
         # metrics.jsonl holds exactly the epochs of the checkpoint: a crash after it is forgotten.
         self.run_dir.mkdir(parents=True, exist_ok=True)
         with open(self.run_dir / METRICS, "w") as fh:
             fh.writelines(json.dumps(r) + "\n" for r in self.history)
+
+    def _apply_lr(self) -> None:
+        """After loading a checkpoint: train on with this config's lr. A plain resume has the same lr
+        (no change); a PBT trial that took another trial's checkpoint continues it with its own,
+        mutated lr, at the schedule's position of the checkpoint (warmup / decay go on as they were)."""
+        lr = self.config.train.lr
+        groups = self.optimizer.param_groups
+        if list(self.scheduler.base_lrs) == [lr] * len(groups):
+            return
+        factor = self.scheduler.lr_lambdas[0](self.scheduler.last_epoch)
+        self.scheduler.base_lrs = [lr] * len(groups)
+        for group in groups:
+            group["initial_lr"], group["lr"] = lr, lr * factor
 
 
 def read_checkpoint(path: str | Path) -> dict:

@@ -196,7 +196,7 @@ def make_plan(cfg: SweepConfig, config_file: Path | None) -> SweepPlan:
     objectives = [(metric, mode)]
     if cfg.search.mode == "pareto":
         objectives.append((COST_METRICS[cfg.search.cost], "min"))
-    return SweepPlan(
+    plan = SweepPlan(
         config=resolved,
         config_file=str(config_file) if config_file else None,
         base=base,
@@ -208,3 +208,9 @@ def make_plan(cfg: SweepConfig, config_file: Path | None) -> SweepPlan:
         baseline_mode=baseline_mode,
         objectives=objectives,
     )
+    from .samplers import check_sampler
+    from .schedulers import check_scheduler
+
+    check_scheduler(plan)  # a bad scheduler / sampler combination fails here, before any trial
+    check_sampler(plan)
+    return plan
