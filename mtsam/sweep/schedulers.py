@@ -163,9 +163,9 @@ class PopulationSearch(SearchAlgorithm):
         return self.inner.restore_from_dir(dirpath)
 
 
-class BudgetedPBT(PopulationBasedTraining):
-    """PBT that leaves a trial's last epoch alone: exploiting there would restart a trial that has
-    nothing left to train (Ray's PBT knows no budget)."""
+class _LeavesLastEpoch:
+    """Population schedulers that leave a trial's last epoch alone: exploiting there would restart a
+    trial that has nothing left to train (Ray's PBT and PB2 know no budget)."""
 
     def __init__(self, max_t: int, **kwargs) -> None:
         super().__init__(time_attr="epoch", quantile_fraction=0.25, log_config=False, **kwargs)
@@ -177,17 +177,12 @@ class BudgetedPBT(PopulationBasedTraining):
         return super().on_trial_result(tune_controller, trial, result)
 
 
-class BudgetedPB2(PB2):
-    """PB2 (GP-bandit explore) that leaves a trial's last epoch alone, as ``BudgetedPBT``."""
+class BudgetedPBT(_LeavesLastEpoch, PopulationBasedTraining):
+    """PBT within the trial budget."""
 
-    def __init__(self, max_t: int, **kwargs) -> None:
-        super().__init__(time_attr="epoch", quantile_fraction=0.25, log_config=False, **kwargs)
-        self.max_t = max_t
 
-    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
-        if result.get("epoch", 0) >= self.max_t:
-            return TrialScheduler.CONTINUE
-        return super().on_trial_result(tune_controller, trial, result)
+class BudgetedPB2(_LeavesLastEpoch, PB2):
+    """PB2 (GP-bandit explore) within the trial budget."""
 
 
 def check_scheduler(plan) -> None:
