@@ -33,6 +33,21 @@ from .sampler import apply_params, flatten
 log = logging.getLogger(__name__)
 
 
+def _rejected(exc: Exception) -> bool:
+    """A request the store answered with a client error (4xx), or one our side could not even
+    build: sending it again gives the same answer. Anything else counts as an outage."""
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(exc, (TypeError, ValueError, KeyError, AttributeError)) and not isinstance(
+        exc, MlflowException
+    ):
+        return True
+    if isinstance(exc, MlflowException):
+        status = exc.get_http_status_code()
+        return 400 <= status < 500 and status not in (408, 429)
+    return False
+
+
 class MlflowTracker(tune.Callback):
     def __init__(
         self,
@@ -70,6 +85,7 @@ class MlflowTracker(tune.Callback):
         self._thread: threading.Thread | None = None
         self._down_since: float | None = None
         self.undelivered = 0
+        self.rejected, self._reasons = 0, set()  # updates the store refused (not an outage)
         self._runs: dict[str, str] = {}  # trial id → run id
         self._epochs: dict[str, set[int]] = {}  # run id → epochs already logged
         self._has_model: set[str] = set()
@@ -84,7 +100,7 @@ class MlflowTracker(tune.Callback):
         state = dict(self.__dict__)
         transient = ("_client", "_runs", "_epochs", "_has_model", "_backlog", "_wake", "_closing", "_thread")
         transient += ("_records", "_study_storage", "_params", "_mutated")
-        for key in (*transient, "_down_since", "undelivered"):
+        for key in (*transient, "_down_since", "undelivered", "rejected", "_reasons"):
             state.pop(key, None)
         return state
 
@@ -134,6 +150,7 @@ class MlflowTracker(tune.Callback):
                 "mtsam.weighting": cfg["weighting"]["method"],
                 tr.EPOCHS_PLANNED: self.epochs,
             }
+            tags = {k: str(v) for k, v in tags.items()}  # the REST store takes strings only
             run = self.client.create_run(self.experiment_id, tags=tags, run_name=tr.run_name(cfg, tid[-5:]))
             run_id = run.info.run_id
             tr.log_params(self.client, run_id, run_params(cfg))
@@ -189,6 +206,12 @@ class MlflowTracker(tune.Callback):
             try:
                 operation()
             except Exception as exc:  # noqa: BLE001 - any tracking failure must not stop training
+                if _rejected(exc):  # retrying cannot help: say why once and go on with the rest
+                    self._reject(exc)
+                    with self._wake:
+                        self._backlog.popleft()
+                        self._wake.notify_all()
+                    continue
                 if self._down_since is None:
                     self._down_since = time.monotonic()
                     self._say(
@@ -207,6 +230,13 @@ class MlflowTracker(tune.Callback):
                 down = time.monotonic() - self._down_since
                 self._say(f"MLflow reachable again after {down:.0f} s; backlog delivered")
                 self._down_since = None
+
+    def _reject(self, exc: Exception) -> None:
+        self.rejected += 1
+        reason = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+        if reason not in self._reasons:
+            self._reasons.add(reason)
+            self._say(f"error: MLflow {self.tracking_uri} rejected a tracking update ({reason}); dropped")
 
     @staticmethod
     def _say(text: str) -> None:
