@@ -35,6 +35,7 @@ def build_mtsam(
     heads: Mapping[str, str] | None = None,
     seed: int = 0,
     no_mask_jitter: float = 0.0,
+    train_neck_norms: bool = True,
 ) -> MTSAM:
     """Build an MTSAM model.
 
@@ -49,6 +50,8 @@ def build_mtsam(
             interpolated when it differs.
         no_mask_jitter: break the symmetry of the per-channel no-mask rows with seeded noise of
             this relative std (0 = the paper: every row a copy of SAM's vector).
+        train_neck_norms: train the encoder neck's two LayerNorm2d with the other encoder norms
+            (ours); False is the reference's trainable set (docs/REFERENCE.md).
     """
     spec = variant_spec(variant)
     tasks = _check_tasks(tasks)
@@ -79,6 +82,7 @@ def build_mtsam(
         freeze_prefix_norms=config.freeze_prefix_norms,
         no_mask_jitter=no_mask_jitter,
         jitter_seed=seed,
+        train_neck_norms=train_neck_norms,
     )
     model.build_config = {
         "variant": variant,
@@ -90,6 +94,7 @@ def build_mtsam(
         "heads": dict(model.heads),
         "seed": seed,
         "no_mask_jitter": no_mask_jitter,
+        "train_neck_norms": train_neck_norms,
     }
     return model
 

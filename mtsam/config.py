@@ -58,7 +58,8 @@ class DataSection(_Section):
     root: str | None = None  # required for nyuv2/cityscapes; scenes default: <cache>/scenes-<params>
     tasks: list[str] = ["semantic", "depth", "normal"]
     num_classes: int = Field(13, gt=1)
-    val_fraction: float = Field(0.1, gt=0.0, lt=1.0)
+    # 0 = train on every training image (the reference): no validation, the last epoch is selected
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     split_seed: int = 0
     batch_size: int = Field(2, gt=0)
     eval_batch_size: int | None = Field(None, gt=0)
@@ -111,6 +112,27 @@ class WeightingSection(BaseModel):
         return {k: v for k, v in (self.model_extra or {}).items() if v is not None}
 
 
+class ReferenceSection(_Section):
+    """One switch per behaviour where we depart from the official MTSAM code (docs/REFERENCE.md).
+
+    Defaults are ours; ``mtsam/configs/paper_nyuv2.yaml`` sets every switch to the reference.
+    Input normalisation (``model.normalize``), precision (``train.precision``) and the data protocol
+    (``data.val_fraction``, ``data.batch_size``, ``train.grad_accum``) have their own fields.
+    """
+
+    # "train": the neck's two LayerNorm2d train with the encoder norms (ours); "frozen": the
+    # reference's name rule ("norm" in the parameter name) leaves them (neck.1, neck.3) frozen
+    neck_norms: Literal["train", "frozen"] = "train"
+    # "renormalize": resized normals are re-normalised and validity resized by nearest (ours);
+    # "bilinear": resized bilinearly as they are, shortened vectors near holes stay valid
+    normal_augment: Literal["renormalize", "bilinear"] = "renormalize"
+    # lr factor of optimiser step k < warmup: "shifted" (k+1)/warmup (ours: the first step moves);
+    # "reference" k/warmup (the first step has lr 0)
+    warmup: Literal["shifted", "reference"] = "shifted"
+    # also report the reference's per-image depth/normal protocol as <split>_per_image/... metrics
+    per_image_metrics: bool = False
+
+
 class FaultsSection(_Section):
     """Fault injection for reliability tests; never set in real runs."""
 
@@ -128,6 +150,7 @@ class RunConfig(_Section):
     data: DataSection = DataSection()
     train: TrainSection = TrainSection()
     weighting: WeightingSection = WeightingSection()
+    reference: ReferenceSection = ReferenceSection()
     # Explicit single-task baseline {"val": {task: {metric: v}}, "test": {...}}; None = no Δb.
     baseline: dict[str, dict[str, dict[str, float]]] | None = None
     faults: FaultsSection = FaultsSection()

@@ -69,7 +69,10 @@ def summary_text(summary: Mapping, tasks: Mapping[str, Task]) -> str:
         f"epochs: {summary['epochs']}  optimiser steps: {summary['steps']}",
     ]
     if best:
-        lines.append(f"selected epoch {best['epoch']} by {best['metric']} = {_fmt(best['value'])}")
+        if best["metric"] == "last_epoch":
+            lines.append(f"selected epoch {best['epoch']}: {summary.get('selection', 'last epoch')}")
+        else:
+            lines.append(f"selected epoch {best['epoch']} by {best['metric']} = {_fmt(best['value'])}")
         record = {"epoch": best["epoch"], **best["test"]}
         lines.append(epoch_table(record, tasks, split="test").split("\n", 1)[1])
         if summary.get("trivial"):

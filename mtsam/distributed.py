@@ -28,6 +28,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from .metrics import DepthMeter, NormalMeter, SegmentationMeter
+from .per_image import PerImageMeter
 
 
 def world_size() -> int:
@@ -138,5 +139,7 @@ class DataParallel:
             elif isinstance(meter, NormalMeter):  # the median needs every angle
                 local = torch.cat(meter.angles) if meter.angles else torch.zeros(0)
                 meter.angles = [a for a in self.gather(local) if a.numel()]
+            elif isinstance(meter, PerImageMeter):  # the reference's protocol: one row per image
+                meter.rows = [row for rows in self.gather(meter.rows) for row in rows]
             else:
                 raise TypeError(f"cannot pool a {type(meter).__name__} over workers")

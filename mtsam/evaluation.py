@@ -8,6 +8,7 @@ import torch
 
 from .errors import ConfigError, NonFiniteError
 from .metrics import delta_b
+from .per_image import per_image_meters, per_image_results
 from .tasks import Task
 
 
@@ -67,13 +68,16 @@ def evaluate(
     baseline: Mapping | None,
     device: torch.device,
     autocast: Callable = None,
+    per_image: bool = False,
     merge: Callable[[dict], None] | None = None,
 ) -> dict[str, float]:
-    """Metrics pooled over the whole split: {"<split>/<task>/<metric>": v, "<split>/delta_b_*": v}.
+    """Metrics pooled over the whole split: {"<split>/<task>/<metric>": v, "<split>/delta_b_*": v};
+    with ``per_image`` also the reference's protocol as "<split>_per_image/<task>/<metric>".
     ``merge(meters)`` pools the meters of data-parallel workers (each saw a shard) before computing."""
     was_training = model.training
     model.eval()
     meters = {name: task.meter() for name, task in tasks.items()}
+    image_meters = per_image_meters(tasks) if per_image else {}
     names = list(tasks)
     try:
         for batch in loader:
@@ -85,16 +89,22 @@ def evaluate(
                     outputs = {t: model.forward_task(images, t) for t in names}
             for t in names:
                 try:
-                    meters[t].update(outputs[t].float().cpu(), batch[t])
+                    pred = outputs[t].float().cpu()
+                    meters[t].update(pred, batch[t])
+                    if t in image_meters:
+                        image_meters[t].update(pred, batch[t])
                 except NonFiniteError as err:  # say which split: it is never a result
                     raise NonFiniteError(f"{split} evaluation: {err}") from None
     finally:
         model.train(was_training)
     if merge is not None:
         merge(meters)
+        merge(image_meters)
     results = {t: meters[t].compute() for t in names}
     flat = {f"{split}/{t}/{m}": float(v) for t, ms in results.items() for m, v in ms.items()}
     if baseline is not None:
         for key, value in delta_b(results, baseline[split], directions(tasks)).items():
             flat[f"{split}/{key}"] = value
+    if per_image:
+        flat.update(per_image_results(split, results, image_meters))
     return flat

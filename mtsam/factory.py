@@ -66,6 +66,7 @@ def build_model(config: RunConfig) -> MTSAM:
         normalize=config.model.normalize,
         seed=config.model.seed,
         no_mask_jitter=config.model.no_mask_jitter,
+        train_neck_norms=config.reference.neck_norms == "train",
     )
 
 
@@ -101,7 +102,15 @@ def build_datasets(config: RunConfig):
     train_ids, val_ids = train_val_split(len(probe), data.val_fraction, data.split_seed)
     seed = config.train.seed
     return (
-        cls(root, "train", tasks=data.tasks, augment=data.augment, indices=train_ids, seed=seed),
+        cls(
+            root,
+            "train",
+            tasks=data.tasks,
+            augment=data.augment,
+            indices=train_ids,
+            seed=seed,
+            normal_augment=config.reference.normal_augment,
+        ),
         cls(root, "train", tasks=data.tasks, indices=val_ids),
         cls(root, "val", tasks=data.tasks),
     )

@@ -73,6 +73,7 @@ class MTSAM(nn.Module):
         freeze_prefix_norms: bool = False,
         no_mask_jitter: float = 0.0,
         jitter_seed: int = 0,
+        train_neck_norms: bool = True,
     ) -> None:
         super().__init__()
         if normalize not in ("sam", "none"):
@@ -100,6 +101,7 @@ class MTSAM(nn.Module):
         self.normalize = normalize
         self.routing = routing or TaskRouting()
         self.freeze_prefix_norms = freeze_prefix_norms
+        self.train_neck_norms = train_neck_norms
         self.activation_checkpointing = False
         self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(1, 3, 1, 1), persistent=False)
@@ -115,7 +117,9 @@ class MTSAM(nn.Module):
         """Adapter factors, encoder norms, the no-mask table and task decoders train; the rest is frozen.
 
         With ``freeze_prefix_norms`` the norms of the blocks before the first adapted block (all
-        blocks without adapters) stay frozen too, so that prefix runs without autograd.
+        blocks without adapters) stay frozen too, so that prefix runs without autograd. Without
+        ``train_neck_norms`` the neck's two LayerNorm2d stay frozen: the reference trains encoder
+        parameters whose *name* contains "norm", and those are named ``neck.1`` / ``neck.3``.
         """
         for p in self.parameters():
             p.requires_grad_(False)
@@ -130,6 +134,11 @@ class MTSAM(nn.Module):
             for block in self.image_encoder.blocks[: first_adapted_block(self.image_encoder)]:
                 for p in block.parameters():
                     p.requires_grad_(False)
+        neck = getattr(self.image_encoder, "neck", None)
+        if not self.train_neck_norms and neck is not None:
+            for module in neck.modules():
+                if "LayerNorm" in type(module).__name__:
+                    module.requires_grad_(False)
         self.no_mask.requires_grad_(True)
         for p in self.decoders.parameters():
             p.requires_grad_(True)

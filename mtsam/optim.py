@@ -14,10 +14,14 @@ def build_optimizer(train, model: torch.nn.Module, weighting: torch.nn.Module) -
     return cls(params, lr=train.lr, weight_decay=train.weight_decay)
 
 
-def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
-    """Multiplier of the base lr after ``step`` optimiser steps (linear warmup, then decay)."""
+def lr_factor(step: int, total: int, warmup: int, schedule: str, warmup_mode: str = "shifted") -> float:
+    """Multiplier of the base lr after ``step`` optimiser steps (linear warmup, then decay).
+
+    Warm-up ``shifted`` (ours) gives step k the factor (k+1)/warmup, so the first step already
+    moves; ``reference`` gives k/warmup as the official code does (its first step has lr 0).
+    """
     if warmup and step < warmup:
-        return (step + 1) / warmup
+        return (step + (warmup_mode != "reference")) / warmup
     if schedule == "constant":
         return 1.0
     progress = (step - warmup) / max(1, total - warmup)
@@ -27,8 +31,8 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
     return max(0.0, 1.0 - progress)
 
 
-def build_scheduler(train, optimizer: torch.optim.Optimizer, total_steps: int):
+def build_scheduler(train, optimizer: torch.optim.Optimizer, total_steps: int, warmup_mode: str = "shifted"):
     warmup = int(round(train.warmup_ratio * total_steps))
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, total_steps, warmup, train.schedule)
+        optimizer, lambda step: lr_factor(step, total_steps, warmup, train.schedule, warmup_mode)
     )

@@ -67,7 +67,8 @@ def main_args(args) -> int:
     else:
         print(parameter_table(trainer.model.parameter_summary()))
         print("trivial predictors (constants from training-split statistics):")
-        print(trivial_table(trivial, trainer.tasks, split="val"), flush=True)
+        split = "val" if trainer.has_val else "test"  # data.val_fraction = 0: no validation split
+        print(trivial_table(trivial, trainer.tasks, split=split), flush=True)
     summary = trainer.fit()
     if args.json:
         print(json.dumps({"summary": summary}, default=str))

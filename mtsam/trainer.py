@@ -37,6 +37,8 @@ TRAIN_FORMAT, TRAIN_FORMAT_VERSION = "mtsam-train", 2
 # Version 2 packs every tensor into one buffer per dtype (``mtsam.tensor_pack``) and keeps the
 # history as JSON text: the per-epoch save pickles a few thousand objects instead of ~25 k.
 
+LAST_EPOCH = "last_epoch"  # the selection rule without a validation split
+
 EpochCallback = Callable[[dict, "Trainer"], None]
 
 
@@ -92,9 +94,16 @@ class Trainer:
         self.optimizer = build_optimizer(config.train, self.model, self.weighting)
         self.steps_per_epoch = self._steps_per_epoch()
         self.scheduler = build_scheduler(
-            config.train, self.optimizer, self.steps_per_epoch * config.train.epochs
+            config.train,
+            self.optimizer,
+            self.steps_per_epoch * config.train.epochs,
+            config.reference.warmup,
         )
-        self.select_key, self.select_higher = selection_metric(config, self.tasks)
+        self.has_val = len(self.val_set) > 0
+        # data.val_fraction = 0 (the reference trains on every image): the last epoch is selected
+        self.select_key, self.select_higher = (
+            selection_metric(config, self.tasks) if self.has_val else (LAST_EPOCH, True)
+        )
         self.faults = FaultInjector(config.faults)
         self.epoch, self.step = 0, 0
         self.best: dict | None = None
@@ -193,6 +202,7 @@ class Trainer:
             last_of_group = (i + 1) % accum == 0 or i + 1 == len(loader)
             if not last_of_group:
                 continue
+            self._scale_task_gradients()
             if lam > 0:  # once per optimiser step, as in the reference
                 ortho = orthogonality_loss(self.model)
                 (lam * ortho).backward()
@@ -225,11 +235,29 @@ class Trainer:
         weights = weight_sums / max(micro, 1)
         record.update({f"train/weight/{t}": float(weights[k]) for k, t in enumerate(self.task_names)})
         record["train/loss/ortho"] = ortho_sum / max(steps_done, 1)
-        record["train/loss/total"] = float((weights * means).sum()) + lam * record["train/loss/ortho"]
+        task_term = float((weights * means).sum()) / len(self.task_names)
+        record["train/loss/total"] = task_term + lam * record["train/loss/ortho"]
         record["train/lr"] = self.optimizer.param_groups[0]["lr"]
         record["train/epoch_time_s"] = elapsed
         record["train/images_per_s"] = images / elapsed if elapsed > 0 else 0.0
         return record
+
+    def _scale_task_gradients(self) -> None:
+        """Put the task term on the convex scale: (1/T)·Σ_t w_t·L_t, whatever the method.
+
+        Weightings return weights on the ew scale (they sum to T; fixed [1, 1, 4] → [0.5, 0.5, 2]);
+        the reference normalises them to sum to 1 ([1/6, 1/6, 2/3]) and adds λ·ortho to that. So
+        the gradients the weighting accumulated are divided by T before the regulariser's are
+        added: fixed [1, 1, 4] with λ = 1 is then exactly the reference objective, and λ weighs
+        the regulariser against a convex combination of task losses for every method
+        (docs/REFERENCE.md). Gradients, not losses, are scaled: methods on log-losses (famo,
+        db_mtl) would ignore a constant factor on the losses.
+        """
+        if len(self.task_names) == 1:
+            return
+        grads = [p.grad for p in self._trainable() if p.grad is not None]
+        if grads:
+            torch._foreach_mul_(grads, 1.0 / len(self.task_names))
 
     def _trainable(self):
         return [p for g in self.optimizer.param_groups for p in g["params"]]
@@ -250,6 +278,7 @@ class Trainer:
             self.config.baseline,
             self.device,
             self._autocast,
+            per_image=self.config.reference.per_image_metrics,
             merge=None if self.parallel is None else self.parallel.merge_meters,
         )
 
@@ -277,7 +306,8 @@ class Trainer:
             self.epoch += 1
             if self.epoch % self.config.train.eval_every == 0 or self.epoch == self.config.train.epochs:
                 start = time.perf_counter()
-                record.update(self.evaluate("val"))
+                if self.has_val:
+                    record.update(self.evaluate("val"))
                 self._update_best(record)
                 record["train/eval_time_s"] = time.perf_counter() - start
             if self.best:
@@ -297,7 +327,7 @@ class Trainer:
         return self.summary()
 
     def _update_best(self, record: dict) -> None:
-        value = record.get(self.select_key)
+        value = record["epoch"] if self.select_key == LAST_EPOCH else record.get(self.select_key)
         if value is None or not math.isfinite(value):
             return
         if self.best is not None:
@@ -334,10 +364,16 @@ class Trainer:
             "workers": self.world,
             "global_batch": self.global_batch,
             "best": self.best,
+            "selection": self.selection_text(),
             "parameters": self.model.parameter_summary(),
             "last": self.history[-1] if self.history else {},
             "trivial": self.trivial,
         }
+
+    def selection_text(self) -> str:
+        if self.select_key == LAST_EPOCH:
+            return "last epoch (no validation split: data.val_fraction = 0)"
+        return f"best epoch by {self.select_key} ({'max' if self.select_higher else 'min'})"
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self) -> None:
@@ -378,10 +414,24 @@ class Trainer:
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self.best, self.history = state["best"], state["history"]
+        self._apply_lr()
         # metrics.jsonl holds exactly the epochs of the checkpoint: a crash after it is forgotten.
         self.run_dir.mkdir(parents=True, exist_ok=True)
         with open(self.run_dir / METRICS, "w") as fh:
             fh.writelines(json.dumps(r) + "\n" for r in self.history)
+
+    def _apply_lr(self) -> None:
+        """After loading a checkpoint: train on with this config's lr. A plain resume has the same lr
+        (no change); a PBT trial that took another trial's checkpoint continues it with its own,
+        mutated lr, at the schedule's position of the checkpoint (warmup / decay go on as they were)."""
+        lr = self.config.train.lr
+        groups = self.optimizer.param_groups
+        if list(self.scheduler.base_lrs) == [lr] * len(groups):
+            return
+        factor = self.scheduler.lr_lambdas[0](self.scheduler.last_epoch)
+        self.scheduler.base_lrs = [lr] * len(groups)
+        for group in groups:
+            group["initial_lr"], group["lr"] = lr, lr * factor
 
 
 def read_checkpoint(path: str | Path) -> dict:

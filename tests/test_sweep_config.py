@@ -78,7 +78,7 @@ def test_paper_configs_dry_run(tmp_path, capsys):
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "vit_l @ 1024 px" in out and "200 epochs" in out and "1 GPU per trial" in out
-    assert "train.device cuda, precision auto (bf16 on CUDA)" in out
+    assert "train.device cuda, precision fp32" in out  # the paper preset: the reference runs fp32
     assert "adapter.r1=32" in out  # vit_l is wide enough: the paper's ranks unclipped
 
 
@@ -142,11 +142,10 @@ def test_resume_needs_the_same_config(tmp_path, capsys):
 
     write_config(plan)
     SweepState("parent", "1").save(plan.state_dir)
-    assert main(["--resume", "--storage", str(storage), "--epochs", "5"]) == 2
+    stored = plan.base["train"]["epochs"]
+    assert main(["--resume", "--storage", str(storage), "--epochs", str(stored + 1)]) == 2
     err = capsys.readouterr().err
-    assert "differs from the stored one at base.train.epochs (stored 6, now 5)" in err
-    assert main(["--storage", str(storage)]) == 2  # a fresh run must not reuse the name
-    assert "already exists" in capsys.readouterr().err
+    assert f"differs from the stored one at base.train.epochs (stored {stored}, now {stored + 1})" in err
 
 
 # ----------------------------------------------------------------------------------- search space
@@ -202,7 +201,10 @@ def test_paper_point_respects_space_and_width():
     base = _base()
     point = paper_point(SweepConfig().space, base)
     assert point["adapter/ranks/r1"] == 32 and point["adapter/ranks/r3"] == 4
-    assert point["weighting/method"] == "fixed" and point["train/lr"] == 1e-3
+    assert point["weighting/method"] == "fixed"
+    assert "train/lr" not in point  # the quickstart's lr range (1.5e-3..6e-3) does not admit the paper's 1e-3
+    wide = SearchSpace.model_validate({"train": {"lr": {"low": 1e-4, "high": 1e-2, "log": True}}})
+    assert paper_point(wide, base)["train/lr"] == 1e-3
     assert [point[f"weighting/fixed/weights/{t}"] for t in ("semantic", "depth", "normal")] == [1.0, 1.0, 4.0]
     narrow = SearchSpace.model_validate({"adapter": {"ranks": {"r1": {"low": 1, "high": 8, "type": "int"}}}})
     assert "adapter/ranks/r1" not in paper_point(narrow, base)  # 32 is outside the declared range
@@ -225,20 +227,6 @@ def test_tracking_helpers():
     assert "None" not in flat.values() and not [v for v in flat.values() if "{" in v or "\n" in v]
     last = "mtsam.trainer.NonFiniteLoss: non-finite loss at epoch 2"
     assert error_reason(f'Failure # 1\nTraceback:\n  File "x.py", line 3\n{last}\n') == last
-
-
-@pytest.mark.parametrize("name", ["cluster.yaml", "cluster-onprem.yaml"])
-def test_cluster_configs_pass_ray_schema(name):
-    import copy
-
-    from ray.autoscaler._private.util import prepare_config, validate_config
-
-    cfg = yaml.safe_load((REPO / name).read_text())
-    validate_config(prepare_config(copy.deepcopy(cfg)))  # what `ray up` checks first
-    text = (REPO / name).read_text()
-    for needed in ("--dashboard-host=127.0.0.1", "--host 127.0.0.1", "RAY_AUTH_MODE=token"):
-        assert needed in text
-    assert "0.0.0.0" not in text
 
 
 def test_study_file_is_a_journal_and_an_older_sqlite_study_is_kept(tmp_path):

@@ -82,8 +82,10 @@ def is_shared_adapter_param(name: str, module: AdaptedLinear) -> bool:
 
 
 def orthogonality_loss(model: nn.Module) -> torch.Tensor:
-    """Mean over ToRA layers of ‖U1ᵀU1−I‖_F + ‖U2ᵀU2−I‖_F + Σ_v ‖G_vᵀG_v−I‖_F (0 without ToRA)."""
-    terms = [m.orthogonality() for m in model.modules() if isinstance(m, ToRALinear)]
+    """The regulariser as the reference defines it (so λ is the paper's λ): the mean over *all*
+    individual terms of all ToRA layers, ‖U1ᵀU1−I‖_F, ‖U2ᵀU2−I‖_F and each ‖G_vᵀG_v−I‖_F
+    (2 + R3 terms per layer; U3 is not regularised). 0 without ToRA."""
+    terms = [m.orthogonality_terms() for m in model.modules() if isinstance(m, ToRALinear)]
     if not terms:
         return torch.zeros(())
-    return torch.stack(terms).mean()
+    return torch.cat(terms).mean()

@@ -58,8 +58,8 @@ class ToRALinear(AdaptedLinear):
             z = torch.bmm(per_row, cores[index]).reshape(-1, self.ranks[1])
         return self.add_update(base_out, z, self.U2, self.scaling).reshape(*lead, self.out_features)
 
-    def orthogonality(self) -> torch.Tensor:
-        """‖U1ᵀU1−I‖_F + ‖U2ᵀU2−I‖_F + Σ_v ‖G_vᵀG_v−I‖_F for this layer."""
+    def orthogonality_terms(self) -> torch.Tensor:
+        """The 2 + R3 terms of this layer: ‖U1ᵀU1−I‖_F, ‖U2ᵀU2−I‖_F, ‖G_vᵀG_v−I‖_F (v = 1..R3)."""
 
         def off_identity(m: torch.Tensor) -> torch.Tensor:
             gram = m.transpose(-2, -1) @ m
@@ -67,7 +67,7 @@ class ToRALinear(AdaptedLinear):
             return torch.linalg.matrix_norm(gram - eye)
 
         slices = self.G.permute(2, 0, 1)  # (R3, R1, R2)
-        return off_identity(self.U1) + off_identity(self.U2) + off_identity(slices).sum()
+        return torch.cat([off_identity(self.U1)[None], off_identity(self.U2)[None], off_identity(slices)])
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, tasks={self.num_tasks}, ranks={self.ranks}, s={self.scaling}"

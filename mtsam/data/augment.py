@@ -25,13 +25,24 @@ def _resize(x: Tensor, size: tuple[int, int], mode: str) -> Tensor:
     return y.to(x.dtype)
 
 
-def transform(sample: dict[str, Tensor], scale: float, top: int, left: int, flip: bool) -> dict[str, Tensor]:
-    """Deterministic part of ``augment``: crop (H/scale)×(W/scale) at (top, left), resize back, flip."""
+NORMAL_MODES = ("renormalize", "bilinear")
+
+
+def transform(
+    sample: dict[str, Tensor], scale: float, top: int, left: int, flip: bool, normals: str = "renormalize"
+) -> dict[str, Tensor]:
+    """Deterministic part of ``augment``: crop (H/scale)×(W/scale) at (top, left), resize back, flip.
+
+    ``normals``: "renormalize" (ours) or "bilinear" (the reference: resized as they are, no
+    re-normalisation, validity = whatever is non-zero after resizing).
+    """
+    if normals not in NORMAL_MODES:
+        raise ValueError(f"normals must be one of {NORMAL_MODES}, got {normals!r}")
     h, w = sample["image"].shape[-2:]
     crop = (int(h / scale), int(w / scale))
     if scale < 1.0 or not (0 <= top <= h - crop[0] and 0 <= left <= w - crop[1]):
         raise ValueError(f"crop {crop} at ({top}, {left}) does not fit a {h}×{w} image (scale {scale})")
-    out = dict(sample) if scale == 1.0 else _scale_crop(sample, scale, top, left, crop)
+    out = dict(sample) if scale == 1.0 else _scale_crop(sample, scale, top, left, crop, normals)
     if flip:
         out = {key: torch.flip(x, dims=[-1]) for key, x in out.items()}
         if "normal" in out:
@@ -42,14 +53,16 @@ def transform(sample: dict[str, Tensor], scale: float, top: int, left: int, flip
 
 
 def _scale_crop(
-    sample: dict[str, Tensor], scale: float, top: int, left: int, crop: tuple[int, int]
+    sample: dict[str, Tensor], scale: float, top: int, left: int, crop: tuple[int, int], normals: str
 ) -> dict[str, Tensor]:
     size = tuple(sample["image"].shape[-2:])
     ch, cw = crop
     out = {}
     for key, x in sample.items():
         x = x[..., top : top + ch, left : left + cw]
-        if key == "normal":
+        if key == "normal" and normals == "bilinear":
+            x = _resize(x, size, "bilinear")  # the reference: shortened vectors stay, and stay valid
+        elif key == "normal":
             # validity is resized like labels so all task masks agree; bilinear mixing with the
             # zero vectors of holes shortens normals, hence the re-normalisation
             valid = _resize((x != 0).any(0).float(), size, "nearest") > 0.5
@@ -68,7 +81,9 @@ def _scale_crop(
     return out
 
 
-def augment(sample: dict[str, Tensor], rng: np.random.Generator) -> dict[str, Tensor]:
+def augment(
+    sample: dict[str, Tensor], rng: np.random.Generator, normals: str = "renormalize"
+) -> dict[str, Tensor]:
     """Random scale s ∈ SCALES (crop H/s × W/s, resize back), then flip with p = 0.5.
 
     Returns a new dict with the same keys, shapes and dtypes; the input is not modified.
@@ -77,4 +92,4 @@ def augment(sample: dict[str, Tensor], rng: np.random.Generator) -> dict[str, Te
     scale = float(SCALES[rng.integers(len(SCALES))])  # draw order is part of the seeded contract
     ch, cw = int(h / scale), int(w / scale)
     top, left = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
-    return transform(sample, scale, top, left, flip=bool(rng.random() < 0.5))
+    return transform(sample, scale, top, left, flip=bool(rng.random() < 0.5), normals=normals)

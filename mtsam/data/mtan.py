@@ -46,6 +46,7 @@ class MTANDataset(Dataset):
         label_dir: semantic folder name; default auto-detects "label_7" then "label".
         seed: augmentation seed; each (seed, epoch, index) draws its own random numbers, so runs
             are reproducible whatever the DataLoader worker count.
+        normal_augment: "renormalize" (ours) or "bilinear" (the reference's resize of normals).
 
     Structure (folders, contiguous ids) is checked here; file contents are checked on load.
     """
@@ -59,6 +60,7 @@ class MTANDataset(Dataset):
         indices: Sequence[int] | None = None,
         label_dir: str | None = None,
         seed: int = 0,
+        normal_augment: str = "renormalize",
     ):
         if isinstance(tasks, str) or not tasks:
             raise ConfigError(f"tasks must be a non-empty sequence of names, got {tasks!r}")
@@ -68,6 +70,7 @@ class MTANDataset(Dataset):
         self.split = split
         self.tasks = tuple(tasks)
         self.augment = augment
+        self.normal_augment = normal_augment  # "renormalize" | "bilinear" (mtsam.data.augment)
         self.seed = seed
         self.epoch = 0
         if not self.root.is_dir():
@@ -195,7 +198,7 @@ class MTANDataset(Dataset):
                 )
         if self.augment:
             rng = np.random.default_rng([self.seed, self.epoch, index])
-            sample = augment_sample(sample, rng)
+            sample = augment_sample(sample, rng, self.normal_augment)
         return sample
 
 

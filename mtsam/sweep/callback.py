@@ -76,12 +76,14 @@ class MlflowTracker(tune.Callback):
         self._placement: dict[str, dict] = {}  # run id → placement tags last set
         self._records: dict[str, dict[int, dict]] = {}  # run id → epoch → record (metrics.jsonl)
         self._study_storage = None
+        self._params: dict[str, dict] = {}  # run id → param/* values of its last epoch (PBT)
+        self._mutated: dict[str, list[int]] = {}  # run id → epochs whose param/* values changed
 
     # Pickled into Ray's tuner.pkl: drop the client and caches, they are rebuilt from MLflow.
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         transient = ("_client", "_runs", "_epochs", "_has_model", "_backlog", "_wake", "_closing", "_thread")
-        transient += ("_records", "_study_storage")
+        transient += ("_records", "_study_storage", "_params", "_mutated")
         for key in (*transient, "_down_since", "undelivered"):
             state.pop(key, None)
         return state
@@ -232,11 +234,25 @@ class MlflowTracker(tune.Callback):
             if model:
                 tr.log_metrics(self.client, run_id, model, step=0, timestamp_ms=timestamp_ms)
                 self._has_model.add(run_id)
+        self._note_mutation(run_id, epoch, result)
         self._records.setdefault(run_id, {})[epoch] = art.record_of(result)
         if epoch in self._epochs[run_id]:
             return  # re-reported after a retry or resume: logged already
         tr.log_metrics(self.client, run_id, tr.epoch_metrics(result), step=epoch, timestamp_ms=timestamp_ms)
         self._epochs[run_id].add(epoch)
+
+    def _note_mutation(self, run_id: str, epoch: int, result: dict) -> None:
+        """PBT / PB2: an epoch trained with other ``param/*`` values than the one before is a
+        mutation; tag ``mtsam.mutated_at_epochs`` lists them (the values are the metrics)."""
+        params = {k: v for k, v in result.items() if k.startswith("param/")}
+        if not params:
+            return
+        last = self._params.get(run_id)
+        self._params[run_id] = params
+        if last is not None and last != params and epoch not in self._mutated.get(run_id, []):
+            self._mutated.setdefault(run_id, []).append(epoch)
+            tags = {"mtsam.mutated_at_epochs": ",".join(map(str, self._mutated[run_id]))}
+            tr.set_tags(self.client, run_id, tags)
 
     # Operations read the trial's state when the event happens, not when they are delivered.
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:

@@ -46,12 +46,20 @@ class SearchSection(_Section):
     # pareto: the cost minimised next to the objective. trainable_params; train_flops = estimated
     # training GFLOPs per image (mtsam/flops.py); peak_memory = estimated peak GiB (memory_plan.py).
     cost: Literal["trainable_params", "train_flops", "peak_memory"] = "trainable_params"
+    # The Optuna sampler (mtsam/sweep/algorithms.py): auto = tpe (single) / nsga2 (pareto); random,
+    # qmc (Sobol), cmaes (numeric spaces, single objective), gp (Gaussian process), nsga2 / nsga3
+    # (pareto only). PBT/PB2 draw only the first population with it (random or qmc).
+    sampler: Literal["auto", "tpe", "random", "qmc", "cmaes", "gp", "nsga2", "nsga3"] = "auto"
+    multivariate: bool = False  # tpe: multivariate TPE, grouped by the space's conditions
 
 
 class SchedulerSection(_Section):
-    type: Literal["asha", "fifo"] = "asha"  # pareto mode always uses FIFO (ASHA needs one metric)
-    grace_period: int = Field(1, gt=0)
-    reduction_factor: float = Field(2.0, gt=1.0)
+    # asha in a pareto sweep is mo_asha: successive halving by non-dominated sorting of all the
+    # objectives (mtsam/sweep/mo_asha.py); hyperband, median, pbt, pb2 need one objective
+    type: Literal["asha", "mo_asha", "hyperband", "median", "pbt", "pb2", "fifo"] = "asha"
+    grace_period: int = Field(1, gt=0)  # asha, mo_asha, median: epochs before any stop
+    reduction_factor: float = Field(2.0, gt=1.0)  # asha, mo_asha, hyperband: keep 1/η at each rung
+    perturbation_interval: int = Field(1, gt=0)  # pbt, pb2: epochs between exploit/explore steps
 
 
 class BaselinesSection(_Section):

@@ -6,6 +6,8 @@ from .baselines import baseline_key, template
 from .params import param_name
 from .plan import SweepPlan
 from .sampler import apply_params, corner_points, paper_point, space_params
+from .samplers import sampler_label
+from .schedulers import describe_scheduler
 
 
 def describe_plan(plan: SweepPlan) -> str:
@@ -19,18 +21,9 @@ def describe_plan(plan: SweepPlan) -> str:
         f"{model['checkpoint']}, dataset {base['data']['dataset']} ({', '.join(base['data']['tasks'])}), "
         f"{train['epochs']} epochs",
     ]
-    if plan.pareto:
-        objectives = ", ".join(f"{m} ({d})" for m, d in plan.objectives)
-        lines.append(f"  search:     Optuna NSGA-II (seed {s.seed}) on {objectives}; FIFO scheduler")
-    else:
-        sched = cfg.scheduler
-        how = (
-            f"ASHA (grace {sched.grace_period}, reduction {sched.reduction_factor:g}, "
-            f"max {train['epochs']} epochs)"
-            if sched.type == "asha"
-            else "FIFO"
-        )
-        lines.append(f"  search:     Optuna TPE (seed {s.seed}) on {plan.metric} ({plan.mode}); {how}")
+    objectives = ", ".join(f"{m} ({d})" for m, d in plan.objectives)
+    lines.append(f"  sampler:    Optuna {sampler_label(plan)} (seed {s.seed}) on {objectives}")
+    lines.append(f"  scheduler:  {describe_scheduler(plan)}")
     point = paper_point(cfg.space, base) if s.paper_point else {}
     if point:
         lines.append(

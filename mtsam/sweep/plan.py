@@ -105,6 +105,11 @@ def _base_run_config(cfg: SweepConfig, config_file: Path | None) -> dict:
         run = validate_config(data)
     except ConfigError as exc:
         raise ConfigError(f"base.{exc}") from None
+    if run.data.val_fraction == 0:
+        raise ConfigError(
+            "base.data.val_fraction: sweeps rank trials on a validation split, expected > 0 "
+            "(0 trains on every image, for a single reference run)"
+        )
     if run.train.eval_every != 1:
         raise ConfigError(
             f"base.train.eval_every: sweeps need validation metrics every epoch (schedulers compare "
@@ -191,7 +196,7 @@ def make_plan(cfg: SweepConfig, config_file: Path | None) -> SweepPlan:
     objectives = [(metric, mode)]
     if cfg.search.mode == "pareto":
         objectives.append((COST_METRICS[cfg.search.cost], "min"))
-    return SweepPlan(
+    plan = SweepPlan(
         config=resolved,
         config_file=str(config_file) if config_file else None,
         base=base,
@@ -203,3 +208,9 @@ def make_plan(cfg: SweepConfig, config_file: Path | None) -> SweepPlan:
         baseline_mode=baseline_mode,
         objectives=objectives,
     )
+    from .samplers import check_sampler
+    from .schedulers import check_scheduler
+
+    check_scheduler(plan)  # a bad scheduler / sampler combination fails here, before any trial
+    check_sampler(plan)
+    return plan

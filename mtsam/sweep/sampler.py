@@ -28,6 +28,8 @@ ADAPTER_FIELDS = {
 }
 PAPER_RANKS, PAPER_LR = (32, 32, 4), 1e-3
 PAPER_WEIGHTS = {"semantic": 1.0, "depth": 1.0, "normal": 4.0}  # MTSAM's NYUv2 setting [1, 1, 4]
+# The rest of the reference run (mtsam/configs/paper_nyuv2.yaml): warm-up, Adam's weight decay, λ
+PAPER_TRAIN = {"warmup_ratio": 0.05, "weight_decay": 1e-6, "ortho_weight": 1.0}
 
 
 @dataclass(frozen=True)
@@ -179,7 +181,9 @@ def apply_params(base: dict, sampled: dict[str, Any]) -> dict:
 
 
 def paper_point(space: SearchSpace, base: dict) -> dict[str, Any]:
-    """The paper's setting (ToRA 32/32/4, lr 1e-3, fixed [1, 1, 4]) restricted to what the space admits.
+    """The paper's setting (ToRA 32/32/4 on q, k, v of all blocks, s 0.5, dropout 0.1, lr 1e-3,
+    warm-up 0.05, weight decay 1e-6, λ 1, fixed [1, 1, 4]) restricted to what the space admits: on
+    ``mtsam/configs/paper_nyuv2.yaml`` as the base it is that run config exactly.
 
     Ranks are clipped to the adapted layers' width (the encoder dim of small variants).
     """
@@ -191,7 +195,9 @@ def paper_point(space: SearchSpace, base: dict) -> dict[str, Any]:
         "adapter/dropout": tora.dropout,
         "adapter/targets": list(tora.targets),
         "weighting/method": "fixed",
+        "adapter/blocks": "all",
         "train/lr": PAPER_LR,
+        **{f"train/{k}": v for k, v in PAPER_TRAIN.items()},
     }
     for r, value in zip(("r1", "r2", "r3"), PAPER_RANKS):
         wanted[f"adapter/ranks/{r}"] = min(value, width)

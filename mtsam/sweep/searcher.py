@@ -24,8 +24,10 @@ already finished (Tune's own state lags up to ~10 s) keeps its state and its lat
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import pickle
+import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +55,9 @@ class _Tracked:
 
 def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+_LOCK_TYPES = (type(threading.Lock()), type(threading.RLock()))
 
 
 class StudySearcher(Searcher):
@@ -86,10 +91,13 @@ class StudySearcher(Searcher):
 
     # Tune pickles the searcher into its experiment state: keep the settings, not the open study.
     def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k not in ("_study", "_tracked")}
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_study", "_tracked")}
+        state["sampler"] = _without_locks(self.sampler)
+        return state
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
+        self.sampler = _with_locks(self.sampler)
         self._reset()
 
     @property
@@ -200,15 +208,36 @@ class StudySearcher(Searcher):
         # does not draw the same "random" startup points again.
         asked = len(self._study.get_trials(deepcopy=False)) if self._study is not None else 0
         with open(checkpoint_path, "wb") as fh:
-            pickle.dump({"sampler": self.sampler, "asked": asked}, fh)
+            pickle.dump({"sampler": _without_locks(self.sampler), "asked": asked}, fh)
 
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as fh:
             saved = pickle.load(fh)
-        self.sampler = saved.get("sampler", self.sampler)
+        self.sampler = _with_locks(saved.get("sampler", self.sampler))
         self._reset()  # the study and its trials are re-read from the journal on first use
         if self.sampler is not None and len(self.study.get_trials(deepcopy=False)) > saved.get("asked", 0):
             self.sampler.reseed_rng()  # trials were asked after the last save: do not repeat their draws
+
+
+def _without_locks(sampler):
+    """A shallow copy without thread locks (Optuna 5's NSGA-II holds one), which pickle refuses;
+    Tune pickles the searcher into its experiment state."""
+    locks = [k for k, v in vars(sampler).items() if isinstance(v, _LOCK_TYPES)] if sampler else []
+    if not locks:
+        return sampler
+    clone = copy.copy(sampler)
+    for k in locks:
+        delattr(clone, k)
+    clone._mtsam_dropped_locks = locks
+    return clone
+
+
+def _with_locks(sampler):
+    for k in getattr(sampler, "_mtsam_dropped_locks", ()):
+        setattr(sampler, k, threading.Lock())
+    if sampler is not None and hasattr(sampler, "_mtsam_dropped_locks"):
+        del sampler._mtsam_dropped_locks
+    return sampler
 
 
 def open_study(

@@ -33,7 +33,7 @@ OUTCOME_STATUS = {
     "interrupted": "KILLED",
 }
 MAX_KEY, MAX_VALUE, MAX_TAG = 250, 6000, 8000  # MLflow's limits for param keys/values and tag values
-EPOCH_PREFIXES = ("train/", "val/", "best/")
+EPOCH_PREFIXES = ("train/", "val/", "best/", "param/")  # param/: PBT's values per epoch
 SENTINEL = "train/loss/total"  # logged every epoch: its history tells which epochs a run already has
 
 

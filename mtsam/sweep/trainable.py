@@ -19,6 +19,7 @@ from ray import tune
 
 from mtsam.config import validate_config
 
+from .params import param_name
 from .reporting import BackgroundReporter
 from .sampler import apply_params, flatten
 
@@ -135,13 +136,17 @@ def run_trial(
     cap_gpu_memory: bool = True,
     gpu_memory_gb: float | None = None,
     cost: str | None = None,
+    report_params: list[str] | tuple[str, ...] = (),
 ) -> None:
     """``config``: the sampled values (Ray's nested dict); ``trial_base``: the base run config with
     the baseline and selection metric already in; ``sync_epochs``: epochs after which the scheduler
     may stop the trial; ``cap_gpu_memory``: hold a fractional-GPU trial to its share of the card's
     memory (``resources.gpu_memory``); ``gpu_memory_gb``: one GPU's memory, to refuse a trial that
     cannot fit before it trains (``resources.gpu_memory_gb``); ``cost``: the Pareto cost to report
-    (``search.cost``, None: none beyond the parameter counts); all passed with ``tune.with_parameters``."""
+    (``search.cost``, None: none beyond the parameter counts); ``report_params``: space paths whose
+    values this trial trains with go into every result as ``param/<name>`` (PBT / PB2 change them
+    between epochs: Ray restarts the trial with the new config and another trial's checkpoint, which
+    the trainer continues with the new values); all passed with ``tune.with_parameters``."""
     import logging
 
     from mtsam.adapter_state import atomic_torch_save
@@ -173,6 +178,8 @@ def run_trial(
                         shutil.copy2(Path(folder) / name, run_dir / name)
             resume_from = run_dir
         extra = placement(run_config, cap_gpu_memory)  # node_id, placement/*: in every result
+        sampled = flatten(config)
+        extra.update({f"param/{param_name(p)}": sampled[p] for p in report_params if p in sampled})
         from mtsam.memory_plan import trial_capacity
 
         share = float(extra["placement/gpu_share"])

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 from pathlib import Path
 
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 
 from .callback import MlflowTracker
@@ -16,24 +14,25 @@ from .console import Clock
 from .plan import SweepPlan
 from .progress import ProgressPrinter
 from .sampler import SpaceSampler, paper_point
+from .samplers import build_sampler, sampler_label  # noqa: F401 - sampler_label: re-exported
+from .schedulers import (  # noqa: F401 - scheduler_label: re-exported
+    POPULATION,
+    PopulationSearch,
+    build_scheduler,
+    decision_epochs,
+    mutables,
+    scheduler_label,
+    scheduler_name,
+)
 from .searcher import StudySearcher
 from .state import SweepState
 from .trainable import run_trial
 
 
-def sampler_label(plan: SweepPlan) -> str:
-    return "NSGA-II" if plan.pareto else "TPE"
-
-
-def build_searcher(plan: SweepPlan) -> ConcurrencyLimiter:
-    import optuna
-
+def build_searcher(plan: SweepPlan):
+    """The sweep's Optuna searcher, at most ``max_concurrent`` trials at a time; under PBT / PB2
+    wrapped so that Tune accepts it (``PopulationSearch``)."""
     search = plan.config.search
-    n = search.num_samples
-    if plan.pareto:
-        sampler = optuna.samplers.NSGAIISampler(seed=search.seed, population_size=max(4, min(50, n // 2)))
-    else:
-        sampler = optuna.samplers.TPESampler(seed=search.seed, n_startup_trials=max(3, min(10, n // 3)))
     point = paper_point(plan.config.space, plan.base) if search.paper_point else {}
     searcher = StudySearcher(
         SpaceSampler(plan.config.space, plan.base),
@@ -41,41 +40,11 @@ def build_searcher(plan: SweepPlan) -> ConcurrencyLimiter:
         study_path=plan.study_path,
         objectives=plan.objectives,
         epochs=plan.base["train"]["epochs"],
-        sampler=sampler,
+        sampler=build_sampler(plan),
         first_point=point,
     )
-    return ConcurrencyLimiter(searcher, max_concurrent=search.max_concurrent)
-
-
-def scheduler_label(plan: SweepPlan) -> str:
-    return "ASHA" if plan.config.scheduler.type == "asha" and not plan.pareto else "FIFO"
-
-
-def build_scheduler(plan: SweepPlan):
-    s = plan.config.scheduler
-    if scheduler_label(plan) == "FIFO":  # multi-objective: schedulers need one scalar metric
-        return FIFOScheduler()
-    # time_attr "epoch" (not training_iteration): it stays right across restores from checkpoints
-    return ASHAScheduler(
-        time_attr="epoch",
-        max_t=plan.base["train"]["epochs"],
-        grace_period=s.grace_period,
-        reduction_factor=s.reduction_factor,
-    )
-
-
-def decision_epochs(plan: SweepPlan) -> frozenset[int]:
-    """Epochs after which the scheduler may stop a trial: ASHA decides at the first report at or past
-    each rung (grace · rfᵏ below max_t). Trials wait for the driver's answer there and run ahead
-    everywhere else (``reporting``)."""
-    if scheduler_label(plan) == "FIFO":
-        return frozenset()
-    s, max_t = plan.config.scheduler, plan.base["train"]["epochs"]
-    rungs, milestone = set(), s.grace_period
-    while milestone < max_t:
-        rungs.add(math.ceil(milestone))
-        milestone *= s.reduction_factor
-    return frozenset(rungs)
+    limited = ConcurrencyLimiter(searcher, max_concurrent=search.max_concurrent)
+    return PopulationSearch(limited) if scheduler_name(plan) in POPULATION else limited
 
 
 def trainable(plan: SweepPlan, trial_base: dict):
@@ -87,6 +56,8 @@ def trainable(plan: SweepPlan, trial_base: dict):
         cap_gpu_memory=res.gpu_memory == "share",
         gpu_memory_gb=res.gpu_memory_gb,
         cost=plan.config.search.cost if plan.pareto else None,
+        # PBT / PB2 change these while a trial trains: report the values each epoch trained with
+        report_params=[m.path for m in mutables(plan)] if scheduler_name(plan) in POPULATION else [],
     )
     return tune.with_resources(fn, {"cpu": res.cpu, "gpu": res.gpu})
 
