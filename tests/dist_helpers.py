@@ -33,6 +33,8 @@ def _worker(rank: int, world: int, port: int, overrides: list, out: str, resume:
             run_dir,
             resume_from=resume,
             parallel=DataParallel.from_process_group(),
+            # "stop1": rank 0 asks every worker to stop after epoch 1 (a checkpoint mid-run)
+            callbacks=[lambda record, t: setattr(t, "stop", True)] if "stop1" in extra else [],
         )
         summary = trainer.fit()
         evals = {split: trainer.evaluate(split) for split in ("val", "test")} if "eval" in extra else {}
