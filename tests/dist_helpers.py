@@ -1,4 +1,8 @@
-"""Run the trainer on N gloo workers in local processes (plain ``torch.distributed``, no Ray)."""
+"""Run the trainer on N gloo workers in local processes (plain ``torch.distributed``, no Ray).
+
+``run_jobs`` runs several training jobs one after another in the same N processes and process
+group: starting processes (torch and mtsam imports) costs more than these tiny runs themselves.
+"""
 
 from __future__ import annotations
 
@@ -18,34 +22,48 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, world: int, port: int, overrides: list, out: str, resume: str | None, extra: list):
+def _job(rank: int, job: dict, out: Path) -> None:
+    from mtsam.config import load_config
+    from mtsam.distributed import DataParallel
+    from mtsam.trainer import Trainer
+
+    extra = job.get("extra", ())
+    trainer = Trainer(
+        load_config(overrides=job["overrides"]),
+        out / f"rank{rank}",
+        resume_from=job.get("resume"),
+        parallel=DataParallel.from_process_group(),
+        # "stop1": rank 0 asks every worker to stop after epoch 1 (a checkpoint mid-run)
+        callbacks=[lambda record, t: setattr(t, "stop", True)] if "stop1" in extra else [],
+    )
+    summary = trainer.fit()
+    evals = {split: trainer.evaluate(split) for split in ("val", "test")} if "eval" in extra else {}
+    if rank == 0:
+        (out / "result.json").write_text(
+            json.dumps({"history": trainer.history, "summary": summary, "evals": evals}, default=str)
+        )
+
+
+def _worker(rank: int, world: int, port: int, jobs: list[dict]) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        from mtsam.config import load_config
-        from mtsam.distributed import DataParallel
-        from mtsam.trainer import Trainer
-
-        run_dir = Path(out) / f"rank{rank}"
-        trainer = Trainer(
-            load_config(overrides=overrides),
-            run_dir,
-            resume_from=resume,
-            parallel=DataParallel.from_process_group(),
-            # "stop1": rank 0 asks every worker to stop after epoch 1 (a checkpoint mid-run)
-            callbacks=[lambda record, t: setattr(t, "stop", True)] if "stop1" in extra else [],
-        )
-        summary = trainer.fit()
-        evals = {split: trainer.evaluate(split) for split in ("val", "test")} if "eval" in extra else {}
-        if rank == 0:
-            (Path(out) / "result.json").write_text(
-                json.dumps({"history": trainer.history, "summary": summary, "evals": evals}, default=str)
-            )
+        for job in jobs:
+            _job(rank, job, Path(job["out"]))
+            dist.barrier()
     finally:
         dist.destroy_process_group()
 
 
+def run_jobs(world: int, jobs: list[dict]) -> list[dict]:
+    """Each job: ``out`` (folder; rank r trains in out/rank<r>), ``overrides``, optional ``resume``
+    (a checkpoint or run folder) and ``extra`` ("eval": score val and test after training,
+    "stop1": stop after epoch 1). Returns rank 0's history, summary and evals per job."""
+    jobs = [{**job, "out": str(job["out"])} for job in jobs]
+    mp.spawn(_worker, args=(world, free_port(), jobs), nprocs=world)
+    return [json.loads((Path(job["out"]) / "result.json").read_text()) for job in jobs]
+
+
 def run_workers(world: int, overrides: list, out: Path, resume: str | None = None, extra=()) -> dict:
-    mp.spawn(_worker, args=(world, free_port(), overrides, str(out), resume, list(extra)), nprocs=world)
-    return json.loads((out / "result.json").read_text())
+    return run_jobs(world, [{"out": out, "overrides": overrides, "resume": resume, "extra": list(extra)}])[0]
