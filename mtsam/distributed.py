@@ -26,6 +26,7 @@ from collections.abc import Iterable, Sequence
 import torch
 import torch.distributed as dist
 from torch import Tensor
+from torch.utils.data import DataLoader
 
 from .metrics import DepthMeter, NormalMeter, SegmentationMeter
 from .per_image import PerImageMeter
@@ -82,6 +83,26 @@ class DataParallel:
         draws ``randperm(n, generator)``) cut to a multiple of the world size, every N-th index."""
         order = torch.randperm(n, generator=generator).tolist()
         return order[: n - n % self.world][self.rank :: self.world]
+
+    def train_loader(self, dataset, data, generator: torch.Generator) -> DataLoader:
+        """This worker's batches of the epoch (``data``: the run config's data section); a plain
+        list of indices as the sampler keeps the permutation's order."""
+        indices = self.train_indices(len(dataset), generator)
+        return DataLoader(
+            dataset,
+            batch_size=data.batch_size,
+            sampler=indices,
+            num_workers=data.num_workers,
+            drop_last=len(indices) > data.batch_size,
+        )
+
+    def eval_loader(self, dataset, data) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=data.eval_batch_size or data.batch_size,
+            sampler=self.eval_indices(len(dataset)),
+            num_workers=data.num_workers,
+        )
 
     def shard_size(self, n: int) -> int:
         return n // self.world

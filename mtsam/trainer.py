@@ -127,35 +127,13 @@ class Trainer:
         generator = torch.Generator().manual_seed(self.config.train.seed * 100_003 + self.epoch)
         dataset.set_epoch(self.epoch)
         if self.parallel is not None:
-            return self._shard_loader(dataset, generator)
+            return self.parallel.train_loader(dataset, data, generator)
         return DataLoader(
             dataset,
             batch_size=data.batch_size,
             sampler=RandomSampler(dataset, generator=generator),
             num_workers=data.num_workers,
             drop_last=len(dataset) > data.batch_size,
-        )
-
-    def _shard_loader(self, dataset, generator: torch.Generator) -> DataLoader:
-        # A plain list of indices as the sampler: the shard keeps the permutation's order.
-        indices = self.parallel.train_indices(len(dataset), generator)
-        return DataLoader(
-            dataset,
-            batch_size=self.config.data.batch_size,
-            sampler=indices,
-            num_workers=self.config.data.num_workers,
-            drop_last=len(indices) > self.config.data.batch_size,
-        )
-
-    def _eval_loader(self, dataset) -> DataLoader:
-        if self.parallel is None:
-            return self._loader(dataset, train=False)
-        data = self.config.data
-        return DataLoader(
-            dataset,
-            batch_size=data.eval_batch_size or data.batch_size,
-            sampler=self.parallel.eval_indices(len(dataset)),
-            num_workers=data.num_workers,
         )
 
     @property
@@ -269,7 +247,11 @@ class Trainer:
 
     def evaluate(self, split: str) -> dict:
         dataset = {"val": self.val_set, "test": self.test_set}[split]
-        loader = self._eval_loader(dataset)
+        loader = (
+            self._loader(dataset, train=False)
+            if self.parallel is None
+            else self.parallel.eval_loader(dataset, self.config.data)
+        )
         return evaluate(
             self.model,
             self._interruptible(loader),
