@@ -24,12 +24,14 @@ trainable is the driver of one Ray Train run. Here:
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import threading
 from pathlib import Path
 
 DRIVER_CPU = 0.1  # the Tune trial's own share while its workers train
 STOP, GO = "stop", "go"
+PLACEMENT_GROUP = "placement/group"  # not reported: run_workers removes it from the record
 
 
 def worker_resources(cpu: float, gpu: float) -> dict[str, float]:
@@ -148,9 +150,14 @@ def _where_am_i(device) -> tuple[str, str, str]:
 
 def _placement(where: list[tuple[str, str, str]]) -> dict[str, str]:
     """The placement result fields (MLflow tags) of a data-parallel trial, one entry per worker
-    in rank order: ``node_id`` lists each node once, device and GPU ids per worker."""
+    in rank order: ``node_id`` lists each node once, device and GPU ids per worker; and the id of
+    the workers' placement group (``PLACEMENT_GROUP``, for the trial's own clean-up)."""
+    import ray
+
     nodes = list(dict.fromkeys(node for node, _, _ in where))
+    group = ray.util.get_current_placement_group()
     return {
+        PLACEMENT_GROUP: group.id.hex() if group is not None else "",
         "node_id": ",".join(nodes),
         "placement/device": "; ".join(device for _, device, _ in where),
         "placement/gpus": ";".join(gpus for _, _, gpus in where),
@@ -183,6 +190,9 @@ def run_workers(
     from mtsam.config import config_to_dict
     from mtsam.trainer import BEST_ADAPTER, CHECKPOINT
 
+    # Train's preemption watcher only observes (one more actor per trial, and a core-worker error line
+    # about its restart policy); the trial's checkpoints go through Tune anyway. Set it to 1 to keep it.
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     files = _read_files(run_dir, (CHECKPOINT, BEST_ADAPTER))
     records = Queue(actor_options={"num_cpus": 0})
     replies = Queue(actor_options={"num_cpus": 0})
@@ -205,7 +215,9 @@ def run_workers(
         run_config=ray.train.RunConfig(
             name=trial_name,
             storage_path=str(run_dir / "ray-train"),  # Train's own state; checkpoints go through Tune
-            failure_config=ray.train.FailureConfig(max_failures=0),
+            # no retries inside Train (workers or controller): the Tune trial fails and Tune
+            # retries it from its last checkpoint (max_failures), as for one-worker trials
+            failure_config=ray.train.FailureConfig(max_failures=0, controller_failure_limit=0),
         ),
     )
     outcome: dict = {}
@@ -218,7 +230,7 @@ def run_workers(
 
     thread = threading.Thread(target=fit, name="ray-train", daemon=True)
     thread.start()
-    stop_sent = False
+    stop_sent, group = False, ""
     try:
         while True:
             try:
@@ -227,6 +239,7 @@ def run_workers(
                 if not thread.is_alive() and records.empty():
                     break
                 continue
+            group = extra.pop(PLACEMENT_GROUP, "") or group
             if best is not None:  # replaced, not rewritten: a snapshot in flight links the old one
                 tmp = run_dir / f"{BEST_ADAPTER}.tmp"
                 tmp.write_bytes(best)
@@ -246,3 +259,17 @@ def run_workers(
     finally:
         if not stop_sent and thread.is_alive():
             replies.put(STOP)
+        _release(group)
+
+
+def _release(group_hex: str) -> None:
+    """Remove the workers' placement group now. Seen with Ray 2.60: a finished or stopped Train
+    run's group outlived it (its cleaner actor polls the controller through the State API), so the
+    next trial's workers waited for CPUs that nothing used and timed out after 60 s."""
+    if not group_hex:
+        return
+    import ray
+    from ray.util.placement_group import PlacementGroup
+
+    with contextlib.suppress(Exception):  # already removed: nothing to do
+        ray.util.remove_placement_group(PlacementGroup(ray.PlacementGroupID.from_hex(group_hex)))
