@@ -193,6 +193,10 @@ def run_workers(
     # Train's preemption watcher only observes (one more actor per trial, and a core-worker error line
     # about its restart policy); the trial's checkpoints go through Tune anyway. Set it to 1 to keep it.
     os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+    # Train gives a worker group 60 s to start; on a loaded machine (here: 2 cores, trials
+    # starting while others train) new worker processes took ~50 s and a later trial's timed out.
+    # check_fits already keeps trials to what the cluster holds, so waiting longer is safe.
+    os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "600")
     files = _read_files(run_dir, (CHECKPOINT, BEST_ADAPTER))
     records = Queue(actor_options={"num_cpus": 0})
     replies = Queue(actor_options={"num_cpus": 0})
@@ -263,9 +267,9 @@ def run_workers(
 
 
 def _release(group_hex: str) -> None:
-    """Remove the workers' placement group now. Seen with Ray 2.60: a finished or stopped Train
-    run's group outlived it (its cleaner actor polls the controller through the State API), so the
-    next trial's workers waited for CPUs that nothing used and timed out after 60 s."""
+    """Remove the workers' placement group now, whatever ended the run. Train removes it itself on a
+    normal end; a trial that Tune stops is killed right after this function returns, and then only
+    Train's cleaner actor (polling the controller through the State API) would free the CPUs."""
     if not group_hex:
         return
     import ray
