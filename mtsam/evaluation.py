@@ -69,9 +69,11 @@ def evaluate(
     device: torch.device,
     autocast: Callable = None,
     per_image: bool = False,
+    merge: Callable[[dict], None] | None = None,
 ) -> dict[str, float]:
     """Metrics pooled over the whole split: {"<split>/<task>/<metric>": v, "<split>/delta_b_*": v};
-    with ``per_image`` also the reference's protocol as "<split>_per_image/<task>/<metric>"."""
+    with ``per_image`` also the reference's protocol as "<split>_per_image/<task>/<metric>".
+    ``merge(meters)`` pools the meters of data-parallel workers (each saw a shard) before computing."""
     was_training = model.training
     model.eval()
     meters = {name: task.meter() for name, task in tasks.items()}
@@ -95,6 +97,9 @@ def evaluate(
                     raise NonFiniteError(f"{split} evaluation: {err}") from None
     finally:
         model.train(was_training)
+    if merge is not None:
+        merge(meters)
+        merge(image_meters)
     results = {t: meters[t].compute() for t in names}
     flat = {f"{split}/{t}/{m}": float(v) for t, ms in results.items() for m, v in ms.items()}
     if baseline is not None:

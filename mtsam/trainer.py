@@ -21,6 +21,7 @@ from .adapter_state import atomic_torch_save, load_format, load_trainable, save_
 from .adapters import orthogonality_loss
 from .config import RunConfig, config_to_dict, dump_yaml
 from .device import autocast_for, pick_device
+from .distributed import DataParallel
 from .errors import CheckpointError, MTSAMError
 from .evaluation import evaluate, selection_metric
 from .faults import FaultInjector
@@ -56,14 +57,22 @@ class Trainer:
         interrupt: Callable[[], None] | None = None,
         write_checkpoint: Callable[[dict, Path], object] | None = None,
         gpu_memory_bytes: float | None = None,
+        parallel: DataParallel | None = None,
     ) -> None:
         """``interrupt`` is called between optimiser steps and evaluation batches; whatever it
         raises ends the run there (a sweep's trial leaves at once when Tune stops it).
         ``write_checkpoint(payload, path)`` writes each epoch's training checkpoint (default: at
         once, atomically); the payload already holds copies, so a caller may write it later.
         On CUDA a config whose estimated peak memory exceeds ``gpu_memory_bytes`` (default: the
-        device's memory) is refused here, before anything is built (``mtsam.memory_plan``)."""
+        device's memory) is refused here, before anything is built (``mtsam.memory_plan``).
+        ``parallel``: this process is one of N data-parallel workers (``mtsam.distributed``): it
+        trains on its shard, gradients and metrics are pooled, and only rank 0 writes files and
+        calls the callbacks (a callback may set ``trainer.stop`` to end every worker after the epoch)."""
         self.config = config
+        self.parallel = parallel
+        self.is_main = parallel is None or parallel.is_main
+        self.world = 1 if parallel is None else parallel.world
+        self.stop = False
         self.run_dir = Path(run_dir).resolve()
         self.callbacks = list(callbacks or [])
         self.progress = progress
@@ -117,6 +126,8 @@ class Trainer:
         # Shuffle order depends only on (seed, epoch), so a resumed run sees the same batches.
         generator = torch.Generator().manual_seed(self.config.train.seed * 100_003 + self.epoch)
         dataset.set_epoch(self.epoch)
+        if self.parallel is not None:
+            return self.parallel.train_loader(dataset, data, generator)
         return DataLoader(
             dataset,
             batch_size=data.batch_size,
@@ -125,9 +136,15 @@ class Trainer:
             drop_last=len(dataset) > data.batch_size,
         )
 
+    @property
+    def global_batch(self) -> int:
+        """Images per optimiser step over all workers: batch_size × workers × grad_accum."""
+        return self.config.data.batch_size * self.world * self.config.train.grad_accum
+
     def _steps_per_epoch(self) -> int:
         data, train = self.config.data, self.config.train
-        batches = max(1, len(self.train_set) // data.batch_size)
+        size = len(self.train_set) if self.parallel is None else self.parallel.shard_size(len(self.train_set))
+        batches = max(1, size // data.batch_size)
         steps = math.ceil(batches / train.grad_accum)
         return min(steps, train.max_steps_per_epoch or steps)
 
@@ -168,12 +185,16 @@ class Trainer:
                 ortho = orthogonality_loss(self.model)
                 (lam * ortho).backward()
                 ortho_sum += float(ortho.detach())
+            if self.parallel is not None:  # DDP's average, once per optimiser step
+                self.parallel.average_gradients(self._trainable())
             if self.config.train.grad_clip:
                 torch.nn.utils.clip_grad_norm_(self._trainable(), self.config.train.grad_clip)
             self.optimizer.step()
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
-            self.weighting.after_step(losses.detach())
+            self.weighting.after_step(
+                losses.detach() if self.parallel is None else self.parallel.mean(losses)
+            )
             self.step += 1
             steps_done += 1
             self.faults.maybe_crash(self.epoch + 1, steps_done)
@@ -181,6 +202,11 @@ class Trainer:
             if steps_done >= self.steps_per_epoch:
                 break
         elapsed = time.perf_counter() - start
+        if self.parallel is not None:  # pooled over the workers: every worker logs the same epoch
+            pooled = self.parallel.sum([*sums, *weight_sums, micro, images])
+            t = len(self.task_names)
+            sums, weight_sums = pooled[:t].float(), pooled[t : 2 * t].float()
+            micro, images = int(pooled[2 * t]), int(pooled[2 * t + 1])
         means = sums / max(micro, 1)
         self.weighting.on_epoch_end(means.to(self.device))
         record = {f"train/loss/{t}": float(means[k]) for k, t in enumerate(self.task_names)}
@@ -221,7 +247,11 @@ class Trainer:
 
     def evaluate(self, split: str) -> dict:
         dataset = {"val": self.val_set, "test": self.test_set}[split]
-        loader = self._loader(dataset, train=False)
+        loader = (
+            self._loader(dataset, train=False)
+            if self.parallel is None
+            else self.parallel.eval_loader(dataset, self.config.data)
+        )
         return evaluate(
             self.model,
             self._interruptible(loader),
@@ -231,11 +261,14 @@ class Trainer:
             self.device,
             self._autocast,
             per_image=self.config.reference.per_image_metrics,
+            merge=None if self.parallel is None else self.parallel.merge_meters,
         )
 
     @property
     def trivial(self) -> dict:
         """Trivial predictors (majority class, mean depth, mean normal) scored on val and test."""
+        if self._trivial is None and not self.is_main:
+            return {}  # only rank 0 writes and reports it
         if self._trivial is None:
             self._trivial = trivial_predictors(self.train_set, self.val_set, self.test_set, self.tasks)
         return self._trivial
@@ -243,9 +276,14 @@ class Trainer:
     def fit(self) -> dict:
         """Train up to ``train.epochs`` (continuing after a resume); returns the final summary."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.yaml").write_text(dump_yaml(self.config))
-        write_trivial(self.run_dir, self.trivial)
+        if self.is_main:
+            (self.run_dir / "config.yaml").write_text(dump_yaml(self.config))
+            write_trivial(self.run_dir, self.trivial)
         while self.epoch < self.config.train.epochs:
+            if self.parallel is not None:  # dropout differs per worker, reproducibly per epoch
+                torch.manual_seed(
+                    (self.config.train.seed * 1_000_003 + self.epoch) * 1009 + self.parallel.rank
+                )
             record = {"epoch": self.epoch + 1, **self.train_epoch()}
             self.epoch += 1
             if self.epoch % self.config.train.eval_every == 0 or self.epoch == self.config.train.epochs:
@@ -258,11 +296,16 @@ class Trainer:
                 record.update(self.best["test"])
                 record["best/epoch"] = self.best["epoch"]
             self.history.append(record)
-            self.save_checkpoint()
-            with open(self.run_dir / METRICS, "a") as fh:
-                fh.write(json.dumps(record) + "\n")
-            for callback in self.callbacks:
-                callback(record, self)
+            if self.is_main:
+                self.save_checkpoint()
+                with open(self.run_dir / METRICS, "a") as fh:
+                    fh.write(json.dumps(record) + "\n")
+                for callback in self.callbacks:
+                    callback(record, self)
+            if self.parallel is not None:
+                self.stop = self.parallel.any(self.stop)
+            if self.stop:
+                break
         return self.summary()
 
     def _update_best(self, record: dict) -> None:
@@ -280,6 +323,8 @@ class Trainer:
             "val": {k: v for k, v in record.items() if k.startswith("val/")},
         }
         self.best["test"] = self.evaluate("test")
+        if not self.is_main:
+            return
         save_adapter(
             self.model,
             self.run_dir / BEST_ADAPTER,
@@ -298,6 +343,8 @@ class Trainer:
             "run_dir": str(self.run_dir),
             "epochs": self.epoch,
             "steps": self.step,
+            "workers": self.world,
+            "global_batch": self.global_batch,
             "best": self.best,
             "selection": self.selection_text(),
             "parameters": self.model.parameter_summary(),

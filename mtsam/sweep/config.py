@@ -11,7 +11,7 @@ import copy
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from mtsam.adapters.config import AdapterConfig
 from mtsam.config import apply_overrides, read_yaml
@@ -79,6 +79,9 @@ class ResourcesSection(_Section):
     # Given, a trial whose estimated peak (mtsam/memory_plan.py) exceeds its share is refused
     # before it starts; None: trials check against the GPU they land on.
     gpu_memory_gb: float | None = Field(None, gt=0.0)
+    # Data-parallel workers per trial (Ray Train); cpu and gpu above are per worker, so a trial
+    # holds workers × cpu CPUs and workers × gpu GPUs, all reserved together (mtsam/sweep/workers.py)
+    workers: int = Field(1, ge=1)
 
     @field_validator("cpu", "gpu")
     @classmethod
@@ -86,6 +89,18 @@ class ResourcesSection(_Section):
         # Ray's rule: fractions only below 1 (0.5 GPU shares a card; 1.5 GPUs means nothing).
         if value > 1 and value != int(value):
             raise ValueError(f"fractions are allowed only below 1, got {value}")
+        return value
+
+    @field_validator("workers")
+    @classmethod
+    def _whole_gpus_for_workers(cls, value: int, info: ValidationInfo) -> int:
+        # two ranks of one NCCL group may not share a GPU: a fraction could put both on one card
+        gpu = info.data.get("gpu", 0.0)
+        if value > 1 and 0 < gpu < 1:
+            raise ValueError(
+                f"{value} data-parallel workers need whole GPUs each, got resources.gpu {gpu:g} "
+                "(expected 1 or more, or 0 for CPU workers)"
+            )
         return value
 
 

@@ -45,7 +45,10 @@ def describe_plan(plan: SweepPlan) -> str:
     where = cfg.ray.address or f"local, {cfg.ray.num_cpus or 'all'} CPUs"
     precision = train.get("precision", "auto")
     note = " (bf16 on CUDA)" if precision == "auto" else ""
-    lines.append(f"  resources:  {res.cpu:g} CPU{gpu} per trial; Ray {where}")
+    if res.workers == 1:
+        lines.append(f"  resources:  {res.cpu:g} CPU{gpu} per trial; Ray {where}")
+    else:
+        lines += _worker_lines(plan, gpu, where)
     lines.append(f"  device:     train.device {train.get('device', 'auto')}, precision {precision}{note}")
     lines += _memory_lines(plan)
     if plan.baseline_mode == "auto":
@@ -67,6 +70,48 @@ def describe_plan(plan: SweepPlan) -> str:
         f"  retries:    {cfg.max_failures} per trial from its last checkpoint",
     ]
     return "\n".join(lines)
+
+
+def _worker_lines(plan: SweepPlan, gpu: str, where: str) -> list[str]:
+    """A data-parallel trial: its workers, what it reserves, the global batch."""
+    from .workers import DRIVER_CPU, trial_reservation
+
+    res, data, train = plan.config.resources, plan.base["data"], plan.base["train"]
+    need = trial_reservation(res.workers, res.cpu, res.gpu)
+    batch = data["batch_size"] * res.workers * train.get("grad_accum", 1)
+    at_once = plan.config.search.max_concurrent
+    return [
+        f"  resources:  {res.workers} workers per trial (Ray Train, {'nccl' if res.gpu else 'gloo'}), "
+        f"{res.cpu:g} CPU{gpu} per worker; Ray {where}",
+        f"              a trial reserves {need['CPU']:g} CPU and {need['GPU']:g} GPU together "
+        f"(its workers as one placement group + {DRIVER_CPU:g} CPU for the trial itself); "
+        f"{at_once} at a time reserve up to {need['CPU'] * at_once:g} CPU, {need['GPU'] * at_once:g} GPU",
+        f"              global batch {batch} = batch_size {data['batch_size']} × {res.workers} workers "
+        f"× grad_accum {train.get('grad_accum', 1)}",
+        *_local_fit(plan),
+    ]
+
+
+def _local_fit(plan: SweepPlan) -> list[str]:
+    from .workers import trials_that_fit
+
+    res, ray_cfg = plan.config.resources, plan.config.ray
+    if ray_cfg.address not in (None, "local") or ray_cfg.num_cpus is None:
+        return []
+    fit = trials_that_fit({"CPU": ray_cfg.num_cpus, "GPU": _local_gpus()}, res.workers, res.cpu, res.gpu)
+    if fit == 0:
+        return [
+            f"              the local Ray ({ray_cfg.num_cpus} CPUs) cannot hold one such trial "
+            "(raise ray.num_cpus)"
+        ]
+    at_once = min(fit, plan.config.search.max_concurrent)
+    return [f"              the local Ray ({ray_cfg.num_cpus} CPUs) runs {at_once} such trials at a time"]
+
+
+def _local_gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count()
 
 
 def _memory_lines(plan: SweepPlan, most: int = 8) -> list[str]:

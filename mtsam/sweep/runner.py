@@ -68,15 +68,17 @@ def check_writable(path: Path, field: str) -> None:
 
 def check_local_gpus(plan: SweepPlan) -> None:
     """A local Ray sees this machine's GPUs only; asking for more can never schedule a trial."""
-    gpus = plan.config.resources.gpu
+    res = plan.config.resources
+    gpus = res.gpu
     if gpus <= 0 or (plan.config.ray.address not in (None, "local")):
         return
     import torch
 
     found = torch.cuda.device_count()
-    if found < min(gpus, 1):
+    if found < min(gpus, 1) * res.workers:
+        per = f"{gpus:g} GPU per trial" if res.workers == 1 else f"{res.workers} workers × {gpus:g} GPU"
         raise ConfigError(
-            f"resources.gpu: {gpus} GPU per trial requested but this machine has {found} GPUs "
+            f"resources.gpu: {per} requested but this machine has {found} GPUs "
             "(set resources.gpu=0, or --address a Ray cluster with GPU workers)"
         )
 
@@ -84,12 +86,15 @@ def check_local_gpus(plan: SweepPlan) -> None:
 def check_cluster_gpus(plan: SweepPlan) -> None:
     import ray
 
+    from .workers import check_fits
+
     gpus = plan.config.resources.gpu
     available = ray.cluster_resources().get("GPU", 0)
     if gpus > 0 and available < min(gpus, 1):
         raise ConfigError(
             f"resources.gpu: {gpus} GPU per trial requested but the Ray cluster has {available} GPUs"
         )
+    check_fits(plan, ray.cluster_resources())
 
 
 def _quiet() -> None:
@@ -231,7 +236,7 @@ def _run(plan: SweepPlan, resume: bool, address: str | None, state, lock: Driver
         say(
             clock,
             f"{'resuming' if resume else 'starting'} {plan.config.search.num_samples} trials "
-            f"({plan.config.search.max_concurrent} at a time) → {plan.exp_path}",
+            f"({_at_once(plan)} at a time) → {plan.exp_path}",
         )
         grid = tuner.fit()
         if grid.num_terminated + grid.num_errors < max(len(grid), plan.config.search.num_samples):
@@ -300,6 +305,19 @@ def _run(plan: SweepPlan, resume: bool, address: str | None, state, lock: Driver
                 import ray
 
                 ray.shutdown()
+
+
+def _at_once(plan: SweepPlan) -> str:
+    import ray
+
+    from .workers import check_fits
+
+    wanted, res = plan.config.search.max_concurrent, plan.config.resources
+    fit = check_fits(plan, ray.cluster_resources())
+    if res.workers == 1:
+        return str(wanted)
+    lowered = f"; max_concurrent {wanted} lowered to what the cluster holds" if fit < wanted else ""
+    return f"{fit}, {res.workers} workers each{lowered}"
 
 
 def _first_error(grid) -> str:

@@ -169,6 +169,8 @@ PLACEMENT_TAGS = {
     "placement/device": "mtsam.device",
     "placement/gpus": "mtsam.gpus",
     "placement/gpu_share": "mtsam.gpu_share",
+    "placement/workers": "mtsam.workers",  # data-parallel trials (resources.workers > 1)
+    "placement/nodes": "mtsam.nodes",
 }
 
 

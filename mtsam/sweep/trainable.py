@@ -137,6 +137,9 @@ def run_trial(
     gpu_memory_gb: float | None = None,
     cost: str | None = None,
     report_params: list[str] | tuple[str, ...] = (),
+    workers: int = 1,
+    worker_cpu: float = 1.0,
+    worker_gpu: float = 0.0,
 ) -> None:
     """``config``: the sampled values (Ray's nested dict); ``trial_base``: the base run config with
     the baseline and selection metric already in; ``sync_epochs``: epochs after which the scheduler
@@ -146,7 +149,9 @@ def run_trial(
     (``search.cost``, None: none beyond the parameter counts); ``report_params``: space paths whose
     values this trial trains with go into every result as ``param/<name>`` (PBT / PB2 change them
     between epochs: Ray restarts the trial with the new config and another trial's checkpoint, which
-    the trainer continues with the new values); all passed with ``tune.with_parameters``."""
+    the trainer continues with the new values); ``workers`` > 1: the trial trains on that many Ray
+    Train workers of ``worker_cpu`` / ``worker_gpu`` each (``mtsam.sweep.workers``); all passed
+    with ``tune.with_parameters``."""
     import logging
 
     from mtsam.adapter_state import atomic_torch_save
@@ -177,39 +182,61 @@ def run_trial(
                     if (Path(folder) / name).is_file():
                         shutil.copy2(Path(folder) / name, run_dir / name)
             resume_from = run_dir
-        extra = placement(run_config, cap_gpu_memory)  # node_id, placement/*: in every result
         sampled = flatten(config)
-        extra.update({f"param/{param_name(p)}": sampled[p] for p in report_params if p in sampled})
-        from mtsam.memory_plan import trial_capacity
-
-        share = float(extra["placement/gpu_share"])
-        capacity = trial_capacity(gpu_memory_gb, share, cap_gpu_memory)
-
+        params = {f"param/{param_name(p)}": sampled[p] for p in report_params if p in sampled}
         reporter = BackgroundReporter(sync_epochs)
-        # Each epoch's training checkpoint is written by the reporter thread straight into the
-        # snapshot Tune persists (~20 ms per epoch the training thread no longer waits for).
-        pending: dict[str, tuple[dict, str]] = {}
 
-        def defer_write(payload: dict, path: Path) -> None:
-            pending["checkpoint"] = (payload, path.name)
-
-        def report(record: dict, trainer) -> None:
+        def report(record: dict, payload: dict, extra: dict) -> None:
             # A snapshot of this epoch's files: the trainer replaces them while the report is in flight.
             snapshot = Path(tempfile.mkdtemp(prefix="ckpt-", dir=run_dir))
             if (run_dir / BEST_ADAPTER).is_file():  # written by the trainer when the metric improves
                 _link_or_copy(run_dir / BEST_ADAPTER, snapshot / BEST_ADAPTER)
-            payload, name = pending.pop("checkpoint")
             # Ray's own "timestamp" is whole seconds; timelines (benchmarks, analysis) need better.
             reporter.submit(
-                {**record, **extra, "reported_at": time.time()},
+                {**record, **extra, **params, "reported_at": time.time()},
                 snapshot,
-                prepare=lambda: atomic_torch_save(payload, snapshot / name),
+                prepare=lambda: atomic_torch_save(payload, snapshot / CHECKPOINT),
             )
+
+        if workers > 1:  # Ray Train workers; this trial only relays their epochs to Tune
+            from .workers import run_workers
+
+            try:
+                run_workers(
+                    run_config,
+                    run_dir,
+                    report,
+                    reporter,
+                    workers=workers,
+                    cpu=worker_cpu,
+                    gpu=worker_gpu,
+                    sync_epochs=sync_epochs,
+                    cost=cost,
+                    trial_name=f"{tune.get_context().get_trial_id()}-{os.getpid()}",
+                )
+            except Exception as exc:
+                if "NonFinite" in f"{exc!r}{exc}":  # a worker diverged: a retry would only repeat it
+                    diverged.write_text(str(exc).strip().splitlines()[-1])
+                raise
+            finally:
+                reporter.drain()
+            return
+        extra = placement(run_config, cap_gpu_memory)  # node_id, placement/*: in every result
+        from mtsam.memory_plan import trial_capacity
+
+        share = float(extra["placement/gpu_share"])
+        capacity = trial_capacity(gpu_memory_gb, share, cap_gpu_memory)
+        # Each epoch's training checkpoint is written by the reporter thread straight into the
+        # snapshot Tune persists (~20 ms per epoch the training thread no longer waits for).
+        pending: dict[str, dict] = {}
+
+        def defer_write(payload: dict, path: Path) -> None:
+            pending["checkpoint"] = payload
 
         trainer = Trainer(
             run_config,
             run_dir,
-            callbacks=[report],
+            callbacks=[lambda record, _trainer: report(record, pending.pop("checkpoint"), extra)],
             resume_from=resume_from,
             interrupt=reporter.check,
             write_checkpoint=defer_write,
@@ -217,6 +244,7 @@ def run_trial(
         )
         extra.update({f"model/{k}_params": v for k, v in trainer.model.parameter_summary().items()})
         extra.update(cost_metrics(run_config, trainer.device.type, cost))
+        extra.update({"model/workers": 1, "model/global_batch": trainer.global_batch})
         try:
             trainer.fit()
         except (NonFiniteLoss, NonFiniteError) as exc:  # NaN predictions: a retry would only repeat it

@@ -27,6 +27,7 @@ from .schedulers import (  # noqa: F401 - scheduler_label: re-exported
 from .searcher import StudySearcher
 from .state import SweepState
 from .trainable import run_trial
+from .workers import DRIVER_CPU, check_fits
 
 
 def build_searcher(plan: SweepPlan):
@@ -43,7 +44,11 @@ def build_searcher(plan: SweepPlan):
         sampler=build_sampler(plan),
         first_point=point,
     )
-    limited = ConcurrencyLimiter(searcher, max_concurrent=search.max_concurrent)
+    import ray
+
+    # several workers per trial: at most as many trials as the cluster holds (mtsam.sweep.workers)
+    at_once = check_fits(plan, ray.cluster_resources()) if ray.is_initialized() else search.max_concurrent
+    limited = ConcurrencyLimiter(searcher, max_concurrent=at_once)
     return PopulationSearch(limited) if scheduler_name(plan) in POPULATION else limited
 
 
@@ -58,7 +63,12 @@ def trainable(plan: SweepPlan, trial_base: dict):
         cost=plan.config.search.cost if plan.pareto else None,
         # PBT / PB2 change these while a trial trains: report the values each epoch trained with
         report_params=[m.path for m in mutables(plan)] if scheduler_name(plan) in POPULATION else [],
+        workers=res.workers,
+        worker_cpu=res.cpu,
+        worker_gpu=res.gpu,
     )
+    if res.workers > 1:  # the workers are Ray Train's placement group; the trial only relays
+        return tune.with_resources(fn, {"cpu": DRIVER_CPU, "gpu": 0})
     return tune.with_resources(fn, {"cpu": res.cpu, "gpu": res.gpu})
 
 
@@ -135,7 +145,9 @@ def build_tuner(
             num_samples=plan.config.search.num_samples,
             metric=plan.metric if single else None,
             mode=plan.mode if single else None,
-            reuse_actors=True,  # one warm process per slot: torch and mtsam import once
+            # one warm process per slot: torch and mtsam import once; not with Ray Train workers:
+            # ending the trial's process is what ends its Train run when Tune stops it
+            reuse_actors=plan.config.resources.workers == 1,
             trial_dirname_creator=trial_dirname,
         ),
         run_config=tune.RunConfig(

@@ -8,6 +8,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from mtsam.distributed import all_mean, world_size
+
 from .gradients import GradientWeighting
 from .hparam import HParam
 from .registry import register_weighting
@@ -66,6 +68,8 @@ class DBMTL(GradientWeighting):
         return alpha @ ema, alpha
 
     def head_loss(self, losses: Tensor, weights: Tensor) -> Tensor:
+        if world_size() > 1:  # d log L = dL / L with the pooled L: averaging then equals one process
+            return (losses / (all_mean(losses.detach()) + _EPS)).sum()
         return torch.log(losses + _EPS).sum()
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001

@@ -8,6 +8,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from mtsam.distributed import all_mean
+
 from .base import LossWeighting, weighted_sum
 from .hparam import HParam
 from .registry import register_weighting
@@ -68,7 +70,8 @@ class FAMO(LossWeighting):
 
     def objective(self, losses: Tensor) -> tuple[Tensor, Tensor]:
         z = torch.softmax(self.logits.float(), dim=0).to(losses.device)
-        inv = z / losses.detach().float().clamp_min(_EPS)
+        # data-parallel: weights from the pooled losses, so every worker applies the same ones
+        inv = z / all_mean(losses.detach().float()).clamp_min(_EPS)
         w = self.num_tasks * inv / inv.sum()
         return weighted_sum(losses, w), w
 

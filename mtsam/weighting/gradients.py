@@ -16,6 +16,8 @@ import torch
 from torch import Tensor
 from torch.nn import Parameter
 
+from mtsam.distributed import all_mean
+
 from .base import Weighting, weighted_sum
 
 
@@ -33,8 +35,10 @@ class GradientWeighting(Weighting):
     def backward(self, losses: Tensor, shared_params: list[Parameter]) -> Tensor:
         self._check_losses(losses)
         shared = [p for p in shared_params if p.requires_grad]
-        grads = task_gradients(losses, shared)
-        combined, weights = self.combine(grads, losses.detach().float())
+        # Data-parallel workers combine the pooled per-task gradients and losses (identity on one
+        # process): the combination is nonlinear, so combining each worker's own would differ.
+        grads = all_mean(task_gradients(losses, shared))
+        combined, weights = self.combine(grads, all_mean(losses.detach().float()))
         head = self.head_loss(losses, weights)
         others = non_shared_leaves(head, shared_params)
         if others:
