@@ -122,7 +122,7 @@ def log_run(
     }
     if parent_run_id:  # grouped under the sweep that trained it, not loose at the top level
         tags[tr.PARENT] = parent_run_id
-    run = client.create_run(experiment_id, tags=tags, run_name=f"baseline-{task}-{key[:8]}")
+    run = tr.create_run(client, experiment_id, tags, f"baseline-{task}-{key[:8]}")
     run_id = run.info.run_id
     tr.log_params(client, run_id, run_params(cfg))
     tr.log_metrics(client, run_id, {f"model/{k}_params": v for k, v in out["parameters"].items()}, step=0)

@@ -38,9 +38,7 @@ def _rejected(exc: Exception) -> bool:
     build: sending it again gives the same answer. Anything else counts as an outage."""
     from mlflow.exceptions import MlflowException
 
-    if isinstance(exc, (TypeError, ValueError, KeyError, AttributeError)) and not isinstance(
-        exc, MlflowException
-    ):
+    if isinstance(exc, (TypeError, ValueError, KeyError, AttributeError)):
         return True
     if isinstance(exc, MlflowException):
         status = exc.get_http_status_code()
@@ -150,8 +148,7 @@ class MlflowTracker(tune.Callback):
                 "mtsam.weighting": cfg["weighting"]["method"],
                 tr.EPOCHS_PLANNED: self.epochs,
             }
-            tags = {k: str(v) for k, v in tags.items()}  # the REST store takes strings only
-            run = self.client.create_run(self.experiment_id, tags=tags, run_name=tr.run_name(cfg, tid[-5:]))
+            run = tr.create_run(self.client, self.experiment_id, tags, tr.run_name(cfg, tid[-5:]))
             run_id = run.info.run_id
             tr.log_params(self.client, run_id, run_params(cfg))
             art.log_config(self.client, run_id, cfg)

@@ -83,7 +83,7 @@ def open_parent(plan: SweepPlan, client, state: SweepState | None, git_commit: s
         "mtsam.study": plan.study_location,
         tr.NOTE: note(plan, "being resolved (see mtsam.baseline)"),
     }
-    run = client.create_run(experiment_id, tags=tags, run_name=f"sweep-{plan.name}")
+    run = tr.create_run(client, experiment_id, tags, f"sweep-{plan.name}")
     state = SweepState(parent_run_id=run.info.run_id, experiment_id=experiment_id)
     state.save(plan.state_dir)  # first, so a kill from here on can be resumed into this run
     tr.log_params(client, run.info.run_id, sweep_params(plan.resolved_dict(), base))

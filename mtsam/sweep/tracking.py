@@ -139,6 +139,13 @@ def log_metrics(
         mlflow_client.log_batch(run_id, metrics=items[i : i + 1000])
 
 
+def create_run(mlflow_client, experiment_id: str, tags: Mapping[str, Any], run_name: str):
+    """``create_run`` with every tag value as a string: sqlite stores cast other values,
+    the REST store of an ``mlflow server`` cannot send them."""
+    tags = {k: str(v) for k, v in tags.items()}
+    return mlflow_client.create_run(experiment_id, tags=tags, run_name=run_name)
+
+
 def set_tags(mlflow_client, run_id: str, tags: Mapping[str, Any]) -> None:
     from mlflow.entities import RunTag
 
