@@ -24,7 +24,7 @@ from mtsam.sweep.driver_lock import DriverLock
 from mtsam.sweep.study import study_storage
 from mtsam.sweep.trainable import SCRATCH_PREFIX, remove_orphaned, scratch_dir
 
-NAME, SAMPLES = "tiny-resume", 4
+NAME, SAMPLES = "tiny-resume", 6  # with 4, all finished once in CI: no stop to keep across the kill
 
 
 def _wait_for(log, text: str, count: int, proc, timeout: float = 300) -> None:

@@ -19,7 +19,8 @@
 
 A scheduler's stop ends the trial PRUNED in Optuna and FINISHED + ``mtsam.outcome=stopped_early``
 in MLflow; PBT never stops a trial (it only replaces its weights and config), so its trials end
-COMPLETE / finished.
+COMPLETE / finished. Every scheduler comes wrapped in ``KeepsStudyEnds``: a trial the study
+ended stays ended across ``--resume``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
+from pathlib import Path
 
 from ray.tune.schedulers import PopulationBasedTraining, TrialScheduler
 from ray.tune.schedulers.pb2 import PB2
@@ -185,6 +187,46 @@ class BudgetedPB2(_LeavesLastEpoch, PB2):
     """PB2 (GP-bandit explore) within the trial budget."""
 
 
+class KeepsStudyEnds:
+    """Any scheduler above, which after a restore first ends the trials the Optuna study ended.
+
+    The searcher tells the study at once when the scheduler stops a trial (or it ran its budget);
+    Tune saves its own state, which says which trials ended, only every few seconds. A driver
+    killed in between leaves a trial PRUNED in the study but unfinished in Tune's state, and
+    ``--resume`` would train it on from its last checkpoint: epochs spent on a stopped trial, and
+    MLflow saying "finished" where Optuna says PRUNED. So on the first scheduling decision after a
+    restore those trials are stopped as Tune stops any (the searcher leaves a trial it told
+    already; the tracker ends its run as stopped early at its last epoch). A FAIL in the study is
+    left to Tune's ``resume_errored``. Everything else is the wrapped scheduler's."""
+
+    def __init__(self, inner, study_path: Path, study_name: str) -> None:
+        self.inner = inner
+        self.study_path, self.study_name = str(study_path), study_name
+        self._restored = False
+
+    def __getattr__(self, name):  # the wrapped scheduler's API (Tune's private helpers included)
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._restored = True  # Tune restores the scheduler from its pickle (tuner.pkl)
+
+    def choose_trial_to_run(self, tune_controller):
+        if self._restored:
+            from ray.tune.experiment import Trial
+
+            from .searcher import ended_trials
+
+            self._restored = False
+            ended = ended_trials(Path(self.study_path), self.study_name)
+            for trial in tune_controller.get_trials():
+                if trial.trial_id in ended and trial.status in (Trial.PENDING, Trial.PAUSED):
+                    tune_controller.stop_trial(trial)
+        return self.inner.choose_trial_to_run(tune_controller)
+
+
 def check_scheduler(plan) -> None:
     name = scheduler_name(plan)
     if plan.pareto and name in SINGLE_ONLY:
@@ -208,7 +250,11 @@ def check_scheduler(plan) -> None:
             raise ConfigError("scheduler.type: pb2 needs scikit-learn (pip install scikit-learn)") from None
 
 
-def build_scheduler(plan):
+def build_scheduler(plan) -> KeepsStudyEnds:
+    return KeepsStudyEnds(_scheduler(plan), plan.study_path, plan.name)
+
+
+def _scheduler(plan):
     from ray.tune.schedulers import (
         ASHAScheduler,
         FIFOScheduler,

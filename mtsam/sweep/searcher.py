@@ -289,3 +289,19 @@ def trial_numbers(path: Path, name: str) -> dict[str, int]:
         for t in study.get_trials(deepcopy=False)
         if RAY_TRIAL_ID in t.user_attrs
     }
+
+
+def ended_trials(path: Path, name: str) -> set[str]:
+    """Ray trial ids whose Optuna trial ended COMPLETE or PRUNED (not FAIL: an errored trial may be
+    retried), from the study file; empty when there is no study yet."""
+    import optuna
+    from optuna.trial import TrialState
+
+    if not Path(path).is_file():
+        return set()
+    try:
+        study = optuna.load_study(study_name=name, storage=study_storage(Path(path)))
+    except KeyError:  # the file holds no study of that name (yet)
+        return set()
+    ended = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    return {t.user_attrs[RAY_TRIAL_ID] for t in ended if RAY_TRIAL_ID in t.user_attrs}
