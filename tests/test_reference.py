@@ -103,7 +103,10 @@ def test_paper_preset_step_is_the_reference_objective(tmp_path):
     expected = {n: p.grad for n, p in before.named_parameters() if p.grad is not None}
     assert set(seen["grads"]) == set(expected)
     for name, grad in expected.items():
-        torch.testing.assert_close(seen["grads"][name], grad, rtol=1e-4, atol=1e-6, msg=name)
+        # fp32 sums of 4 micro-batches in another order: entries near 0 differ by ~3e-5 of the
+        # tensor's largest entry (measured 1.8e-6 of 0.055 on a ToRA core), so atol scales with it
+        atol = max(1e-6, 2e-4 * grad.abs().max().item())
+        torch.testing.assert_close(seen["grads"][name], grad, rtol=1e-4, atol=atol, msg=name)
     assert seen["lr"] == 0.0  # the reference's warm-up: the first step has lr factor 0/warmup
 
 

@@ -49,6 +49,25 @@ def records_from_results(path: str | Path | None) -> dict[int, dict]:
     return out
 
 
+def records_from_checkpoint(trial_dir: str | Path | None) -> dict[int, dict]:
+    """epoch → record, from the history in the newest training checkpoint of a trial's folder in
+    the storage: a trial writes it there itself each epoch, while Tune copies ``result.json``
+    there only with its own state (every few seconds), which a killed driver may not have done."""
+    from mtsam.errors import CheckpointError
+    from mtsam.trainer import CHECKPOINT, read_checkpoint
+
+    if not trial_dir or "://" in str(trial_dir):
+        return {}
+    found = sorted(Path(trial_dir).glob(f"checkpoint_*/{CHECKPOINT}"))
+    if not found:
+        return {}
+    try:
+        history = read_checkpoint(found[-1])["history"]
+    except (CheckpointError, OSError, KeyError, ValueError):
+        return {}  # a checkpoint cut by the kill: the older epochs are in result.json or lost
+    return {r["epoch"]: record_of(r) for r in history if isinstance(r.get("epoch"), int)}
+
+
 def log_config(client, run_id: str, config: Mapping[str, Any]) -> None:
     client.log_text(run_id, yaml.safe_dump(dict(config), sort_keys=False), "config.yaml")
 

@@ -87,6 +87,7 @@ class MlflowTracker(tune.Callback):
         self._runs: dict[str, str] = {}  # trial id → run id
         self._epochs: dict[str, set[int]] = {}  # run id → epochs already logged
         self._has_model: set[str] = set()
+        self._continued: set[str] = set()  # runs a restored sweep found again
         self._placement: dict[str, dict] = {}  # run id → placement tags last set
         self._records: dict[str, dict[int, dict]] = {}  # run id → epoch → record (metrics.jsonl)
         self._study_storage = None
@@ -97,7 +98,7 @@ class MlflowTracker(tune.Callback):
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         transient = ("_client", "_runs", "_epochs", "_has_model", "_backlog", "_wake", "_closing", "_thread")
-        transient += ("_records", "_study_storage", "_params", "_mutated")
+        transient += ("_records", "_study_storage", "_params", "_mutated", "_continued")
         for key in (*transient, "_down_since", "undelivered", "rejected", "_reasons"):
             state.pop(key, None)
         return state
@@ -134,6 +135,7 @@ class MlflowTracker(tune.Callback):
                 if stale in run.data.tags:
                     self.client.delete_tag(run_id, stale)
             self._epochs[run_id] = tr.logged_steps(self.client, run_id)
+            self._continued.add(run_id)
             self._records[run_id] = art.records_from_results(getattr(trial, "local_path", None))
             if run.data.metrics.get("model/trainable_params") is not None:
                 self._has_model.add(run_id)
@@ -173,7 +175,15 @@ class MlflowTracker(tune.Callback):
 
     def _finish(self, trial, outcome: str, epoch: int, reason: str = "", checkpoint=None) -> None:
         run_id = self.run_for(trial)
-        records = self._records.get(run_id) or {}
+        records = self._records.setdefault(run_id, {})
+        if run_id in self._continued:
+            # Tune's result.json lags behind a killed driver; the trial's newest checkpoint does not
+            for e, record in art.records_from_checkpoint(getattr(trial, "path", None)).items():
+                records.setdefault(e, record)
+        self._log_missing_epochs(run_id, records)
+        if outcome != "failed" and records:  # a trial stopped on restore: Tune's last result lags
+            epoch = max(epoch, max(records))
+            outcome = "stopped_early" if epoch < self.epochs else "finished"
         if records:
             art.log_metrics_jsonl(self.client, run_id, [records[e] for e in sorted(records)])
         if self.log_adapters == "all" and outcome in ("finished", "stopped_early"):
@@ -181,6 +191,20 @@ class MlflowTracker(tune.Callback):
         tags = tr.outcome_tags(outcome, epoch, self.epochs, self.scheduler, reason)
         tr.set_tags(self.client, run_id, tags)
         self.client.set_terminated(run_id, status=tr.OUTCOME_STATUS[outcome])
+
+    def _log_missing_epochs(self, run_id: str, records: dict[int, dict]) -> None:
+        """Epochs Tune recorded (its result.json) that never reached MLflow: their updates were
+        still in the backlog of a driver killed meanwhile, and a restored Tune replays no result."""
+        logged = self._epochs.setdefault(run_id, set())
+        for epoch in sorted(set(records) - logged):
+            record = records[epoch]
+            at = record.get("reported_at")
+            stamp = int(at * 1000) if isinstance(at, (int, float)) else None
+            if run_id not in self._has_model and tr.model_metrics(record):
+                tr.log_metrics(self.client, run_id, tr.model_metrics(record), step=0, timestamp_ms=stamp)
+                self._has_model.add(run_id)
+            tr.log_metrics(self.client, run_id, tr.epoch_metrics(record), step=epoch, timestamp_ms=stamp)
+            logged.add(epoch)
 
     # ------------------------------------------------------------------ backlog
     def _submit(self, operation) -> None:
