@@ -73,6 +73,8 @@ def _record(trial_dir: Path) -> TrialRecord:
         "start_time": int(min(stamps) * 1000) if stamps else None,
         "end_time": int(max(stamps) * 1000) if stamps else None,
     }
+    if isinstance(params, dict):  # search.seeds: which seed of a configuration, not a hyperparameter
+        params = {k: v for k, v in params.items() if k != "seed"}
     return TrialRecord(meta, flatten(params) if isinstance(params, dict) else {}, latest, history)
 
 

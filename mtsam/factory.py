@@ -49,7 +49,9 @@ def resolve_checkpoint(config: RunConfig) -> Path | None:
     if ckpt is None:
         return None
     if ckpt == "auto":
-        return ensure_sam_checkpoint(config.model.variant, config.model.seed)
+        # the stand-in for SAM's released weights: one file per variant, whatever the run's seed
+        # (model.seed draws the adapters and no-mask jitter; search.seeds varies it per seed)
+        return ensure_sam_checkpoint(config.model.variant)
     path = Path(ckpt).expanduser()
     if not path.is_file():
         raise ConfigError(f"model.checkpoint: file not found: {path}")

@@ -153,22 +153,53 @@ def resolve(
     gpu: float,
     say: Callable[[str], None],
     parent_run_id: str | None = None,
+    seeds: int = 1,
 ) -> tuple[dict, str, list[str]]:
-    """(baseline dict, key, baseline run ids): cached runs reused, missing tasks trained now."""
+    """(baseline dict, key, baseline run ids): cached runs reused, missing tasks trained now.
+    ``seeds`` > 1: every task once per seed (as the trials' seeds: ``seeds.apply_seed``), each its
+    own cached run; the baseline is their mean (``std`` and ``seeds`` say how far they spread)."""
     from mtsam.evaluation import directions
     from mtsam.tasks import build_tasks
 
-    tmpl = template(base, adapter)
-    key = baseline_key(tmpl)
+    from .seeds import apply_seed
+
     tasks = list(base["data"]["tasks"])
-    runs = find_cached(client, key, tasks)
-    missing = [t for t in tasks if t not in runs]
-    if runs:
-        say(f"baselines: reusing {', '.join(t for t in tasks if t in runs)} (key {key})")
+    templates = [apply_seed(template(base, adapter), s) for s in range(seeds)]
+    keys = [baseline_key(t) for t in templates]
+    found = {
+        (task, s): run for s, key in enumerate(keys) for task, run in find_cached(client, key, tasks).items()
+    }
+    label = (lambda task, s: task) if seeds == 1 else (lambda task, s: f"{task} (seed {s})")
+    key = keys[0] if seeds == 1 else hashlib.sha1(",".join(keys).encode()).hexdigest()[:12]
+    missing = [(t, s) for s in range(seeds) for t in tasks if (t, s) not in found]
+    if found:
+        say(f"baselines: reusing {', '.join(label(t, s) for t, s in found)} (key {key})")
     if missing:
-        say(f"baselines: training {', '.join(missing)} (single-task runs, key {key})")
-        configs = {t: task_config(tmpl, t) for t in missing}
-        for task, out in train(configs, cpu, gpu).items():
-            runs[task] = log_run(client, experiment_id, key, task, configs[task], out, sweep, parent_run_id)
+        say(f"baselines: training {', '.join(label(t, s) for t, s in missing)} (single-task runs, key {key})")
+        configs = {label(t, s): task_config(templates[s], t) for t, s in missing}
+        outs = train(configs, cpu, gpu)
+        for t, s in missing:
+            cfg = configs[label(t, s)]
+            found[t, s] = log_run(
+                client, experiment_id, keys[s], t, cfg, outs[label(t, s)], sweep, parent_run_id
+            )
     dirs = directions(build_tasks(validate_config(base).data.channels()))
-    return assemble(runs, tasks, dirs), key, [runs[t].info.run_id for t in tasks]
+    per_seed = [assemble({t: found[t, s] for t in tasks}, tasks, dirs) for s in range(seeds)]
+    run_ids = [found[t, s].info.run_id for s in range(seeds) for t in tasks]
+    return (per_seed[0] if seeds == 1 else seed_mean(per_seed)), key, run_ids
+
+
+def seed_mean(per_seed: list[dict]) -> dict:
+    """Baselines of several seeds → their mean per split, task and metric (``std``: sample std)."""
+    from .seeds import mean_std
+
+    out: dict[str, Any] = {"val": {}, "test": {}, "std": {"val": {}, "test": {}}, "seeds": len(per_seed)}
+    for split in ("val", "test"):
+        for task, metrics in per_seed[0][split].items():
+            out[split][task], out["std"][split][task] = {}, {}
+            for metric in metrics:
+                mean, std, _ = mean_std(b[split][task][metric] for b in per_seed)
+                out[split][task][metric] = mean
+                out["std"][split][task][metric] = std
+    out["directions"] = per_seed[0]["directions"]
+    return out

@@ -27,8 +27,10 @@ from ray import tune
 
 from . import artifacts as art
 from . import tracking as tr
+from .config_runs import ConfigRuns
 from .params import run_params
 from .sampler import apply_params, flatten
+from .seeds import seed_of
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,7 @@ class MlflowTracker(tune.Callback):
         retry_s: float = 2.0,
         study_path: str | None = None,
         log_adapters: str = "none",
+        seeds: int = 1,
     ) -> None:
         self.tracking_uri = tracking_uri
         self.experiment_id = experiment_id
@@ -72,6 +75,7 @@ class MlflowTracker(tune.Callback):
         self.retry_s = retry_s
         self.study_path = study_path  # the Optuna journal: links each Optuna trial to its run
         self.log_adapters = log_adapters  # "all": every trial's adapter when it ends
+        self.seeds = seeds  # search.seeds > 1: a configuration run beside its seeds' runs
         self._reset()
 
     def _reset(self) -> None:
@@ -93,12 +97,13 @@ class MlflowTracker(tune.Callback):
         self._study_storage = None
         self._params: dict[str, dict] = {}  # run id → param/* values of its last epoch (PBT)
         self._mutated: dict[str, list[int]] = {}  # run id → epochs whose param/* values changed
+        self._configs = ConfigRuns(self, getattr(self, "seeds", 1))
 
     # Pickled into Ray's tuner.pkl: drop the client and caches, they are rebuilt from MLflow.
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         transient = ("_client", "_runs", "_epochs", "_has_model", "_backlog", "_wake", "_closing", "_thread")
-        transient += ("_records", "_study_storage", "_params", "_mutated", "_continued")
+        transient += ("_records", "_study_storage", "_params", "_mutated", "_continued", "_configs")
         for key in (*transient, "_down_since", "undelivered", "rejected", "_reasons"):
             state.pop(key, None)
         return state
@@ -153,6 +158,9 @@ class MlflowTracker(tune.Callback):
             run = tr.create_run(self.client, self.experiment_id, tags, tr.run_name(cfg, tid[-5:]))
             run_id = run.info.run_id
             tr.log_params(self.client, run_id, run_params(cfg))
+            number, index = seed_of(trial.config)
+            if number is not None:
+                tr.set_tags(self.client, run_id, self._configs.seed_tags(number, index, cfg))
             art.log_config(self.client, run_id, cfg)
             self._epochs[run_id] = set()
             self._records[run_id] = {}
@@ -191,6 +199,9 @@ class MlflowTracker(tune.Callback):
         tags = tr.outcome_tags(outcome, epoch, self.epochs, self.scheduler, reason)
         tr.set_tags(self.client, run_id, tags)
         self.client.set_terminated(run_id, status=tr.OUTCOME_STATUS[outcome])
+        number, _ = seed_of(trial.config)
+        if number is not None and outcome != "interrupted":
+            self._configs.seed_ended(number)
 
     def _log_missing_epochs(self, run_id: str, records: dict[int, dict]) -> None:
         """Epochs Tune recorded (its result.json) that never reached MLflow: their updates were

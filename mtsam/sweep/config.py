@@ -51,6 +51,10 @@ class SearchSection(_Section):
     # (pareto only). PBT/PB2 draw only the first population with it (random or qmc).
     sampler: Literal["auto", "tpe", "random", "qmc", "cmaes", "gp", "nsga2", "nsga3"] = "auto"
     multivariate: bool = False  # tpe: multivariate TPE, grouped by the space's conditions
+    # Seeds per configuration (mtsam/sweep/seeds.py): each configuration Optuna draws trains as k
+    # parallel Tune trials (model and training seeds + 0..k-1); Optuna is told their mean; tables
+    # show mean ± std. num_samples counts configurations, so a sweep runs num_samples × seeds trials.
+    seeds: int = Field(1, ge=1)
 
 
 class SchedulerSection(_Section):

@@ -16,7 +16,7 @@ def describe_plan(plan: SweepPlan) -> str:
     model, train = base["model"], base["train"]
     lines = [
         f"sweep '{plan.name}' ({'multi-objective' if plan.pareto else 'single-objective'}): "
-        f"{s.num_samples} trials, {s.max_concurrent} at a time",
+        f"{plan.count_text()}, {s.max_concurrent} at a time",
         f"  base run:   {model['variant']} @ {model['image_size'] or 'native'} px, checkpoint "
         f"{model['checkpoint']}, dataset {base['data']['dataset']} ({', '.join(base['data']['tasks'])}), "
         f"{train['epochs']} epochs",

@@ -35,8 +35,9 @@ def param_name(space_path: str) -> str:
 
 
 def sampled_params(sampled: Mapping[str, Any]) -> dict[str, Any]:
-    """Flat sampled values keyed by space path → the same values keyed by param name."""
-    return {param_name(k): v for k, v in sampled.items()}
+    """Flat sampled values keyed by space path → the same values keyed by param name (a seed's
+    index is not a hyperparameter: it is the run's ``mtsam.seed`` tag)."""
+    return {param_name(k): v for k, v in sampled.items() if not k.startswith("seed/")}
 
 
 def _text(value: Any) -> str:

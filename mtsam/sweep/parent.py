@@ -43,7 +43,7 @@ def note(plan: SweepPlan, baseline: str, result: str | None = None) -> str:
     s = plan.config.search
     how = " and ".join(f"{'maximising' if d == 'max' else 'minimising'} {m}" for m, d in plan.objectives)
     lines = [
-        f"Sweep '{plan.name}': {s.num_samples} trials of {plan.base['train']['epochs']} epochs, Optuna "
+        f"Sweep '{plan.name}': {plan.count_text()} of {plan.base['train']['epochs']} epochs, Optuna "
         f"{sampler_label(plan)} (seed {s.seed}) {how}, {scheduler_label(plan)} scheduler; "
         "trials are compared on the validation split, test metrics are of each trial's selected epoch.",
         searched_line(plan),
@@ -96,9 +96,11 @@ def baseline_text(plan: SweepPlan, key: str | None = None, run_ids: list[str] | 
         return "none (no Δb)"
     if plan.baseline_mode == "inline":
         return "given in the config (base.baseline); values in baseline.json"
+    seeds = plan.config.search.seeds
+    each = f"the mean over {seeds} seeds of " if seeds > 1 else ""
     return (
-        f"single-task runs of the base config (key {key}; runs {', '.join(run_ids or [])}), each at its "
-        "selected epoch; values in baseline.json"
+        f"{each}single-task runs of the base config (key {key}; runs {', '.join(run_ids or [])}), "
+        "each at its selected epoch; values in baseline.json"
     )
 
 
@@ -127,6 +129,17 @@ def log_result(client, plan: SweepPlan, run_id: str, rows: list[dict], baseline:
             f"Result: best full-budget trial {best['name']} (Optuna #{best.get('optuna_trial')}) "
             f"{plan.metric} {best['score']:.4g} at epoch {best.get('best_epoch')}{shown}."
         )
+        if best.get("seeds"):  # search.seeds > 1: means over the seeds, with their std
+            if best.get("score_std") is not None:
+                metrics[f"sweep/best/{plan.metric}_std"] = best["score_std"]
+            metrics.update({f"sweep/best/{k}_std": v for k, v in best["test_std"].items()})
+            metrics["sweep/seeds"] = best["seeds"]
+            result = (
+                f"Result: best full-budget configuration {best['name']} "
+                f"(Optuna #{best.get('optuna_trial')}), "
+                f"mean over {best['seeds']} seeds: {plan.metric} {best['score']:.4g} "
+                f"± {best.get('score_std') or 0:.2g}{shown} (test Δb is the seeds' mean too)."
+            )
     counted = ", ".join(f"{counts.get(o, 0)} {o.replace('_', ' ')}" for o in OUTCOMES)
     tr.log_metrics(client, run_id, metrics, step=0)
     tr.set_tags(client, run_id, {tr.NOTE: note(plan, baseline, f"{result} Trials: {counted}.")})

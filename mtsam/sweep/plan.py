@@ -49,6 +49,18 @@ class SweepPlan:
         return self.config.name
 
     @property
+    def tune_trials(self) -> int:
+        """Ray Tune trials: each configuration once per seed (``search.seeds``)."""
+        return self.config.search.num_samples * self.config.search.seeds
+
+    def count_text(self) -> str:
+        """ "8 trials", or "8 configurations × 3 seeds = 24 trials"."""
+        s = self.config.search
+        if s.seeds == 1:
+            return f"{s.num_samples} trials"
+        return f"{s.num_samples} configurations × {s.seeds} seeds = {self.tune_trials} trials"
+
+    @property
     def pareto(self) -> bool:
         return self.config.search.mode == "pareto"
 

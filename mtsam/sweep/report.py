@@ -12,6 +12,7 @@ import yaml
 from .params import sampled_params
 from .plan import PARAMS_METRIC, SweepPlan
 from .sampler import apply_params, flatten
+from .seeds import seed_of, spread_line
 from .tracking import error_reason, run_name
 
 
@@ -38,6 +39,7 @@ def trial_rows(grid, plan: SweepPlan, trial_base: dict, numbers: dict[str, int] 
                 score = max(values) if plan.mode == "max" else min(values)
         done = int(last.get("epoch", 0) or 0)
         status = "failed" if result.error else "finished" if done >= epochs else f"stopped@{done}"
+        number, seed = seed_of(result.config)
         outcome = "stopped_early" if status.startswith("stopped") else status
         rows.append(
             {
@@ -58,6 +60,8 @@ def trial_rows(grid, plan: SweepPlan, trial_base: dict, numbers: dict[str, int] 
                 "checkpoint": result.checkpoint,
                 "path": result.path,
                 "error": error_reason(str(result.error)) if result.error else None,
+                "config_number": number,  # search.seeds > 1: the configuration (Optuna trial) …
+                "seed": seed,  # … and which of its seeds
             }
         )
     sign = -1 if plan.mode == "max" else 1
@@ -111,9 +115,11 @@ def _short(key: str) -> str:
     return f"{task[:3]}.{metric.replace('within_', '<')}"
 
 
-def _fmt(value: Any, key: str = "") -> str:
+def _fmt(value: Any, key: str = "", std: float | None = None) -> str:
     if value is None:
         return "-"
+    if std is not None:  # search.seeds > 1: mean ± sample std over the seeds
+        return f"{_fmt(value, key)} ± {_fmt(std, key).lstrip('+')}"
     if "delta_b" in key:
         return f"{value:+.2f}"
     if isinstance(value, int) or (isinstance(value, float) and value.is_integer() and abs(value) >= 1000):
@@ -128,17 +134,20 @@ def format_table(rows: list[dict], plan: SweepPlan, top_k: int, trivial: dict | 
     for r in shown:
         metric_keys += [k for k in r["test"] if "delta_b" not in k and k not in metric_keys]
     objective = plan.metric.removeprefix("val/")
-    headers = ["#", "trial", "status", f"val {objective}", "test Δb%", *map(_short, metric_keys), "trainable"]
+    seeded = plan.config.search.seeds > 1
+    what = "configuration" if seeded else "trial"
+    headers = ["#", what, "status", f"val {objective}", "test Δb%", *map(_short, metric_keys), "trainable"]
     table = [headers]
     for i, r in enumerate(shown, 1):
+        std = r.get("test_std") or {}
         table.append(
             [
                 str(i),
                 r["name"],
                 r["status"],
-                _fmt(r["score"], plan.metric),
-                _fmt(r["test"].get("test/delta_b_task"), "delta_b"),
-                *(_fmt(r["test"].get(k)) for k in metric_keys),
+                _fmt(r["score"], plan.metric, r.get("score_std")),
+                _fmt(r["test"].get("test/delta_b_task"), "delta_b", std.get("test/delta_b_task")),
+                *(_fmt(r["test"].get(k), std=std.get(k)) for k in metric_keys),
                 _fmt(r["trainable_params"]),
             ]
         )
@@ -156,12 +165,16 @@ def format_table(rows: list[dict], plan: SweepPlan, top_k: int, trivial: dict | 
 
 
 def summary_text(result, plan: SweepPlan) -> str:
-    rows = result.rows
+    rows, seeds = result.rows, plan.config.search.seeds
+    what = f"configurations, mean ± std over {seeds} seeds" if seeds > 1 else "trials"
     out = [
-        f"\nTop {min(plan.config.top_k, len(rows))} of {len(rows)} trials "
+        f"\nTop {min(plan.config.top_k, len(rows))} of {len(rows)} {what} "
         f"(test metrics of each trial's selected epoch):",
         format_table(rows, plan, plan.config.top_k, getattr(result, "trivial", None)),
     ]
+    spread = spread_line(rows, plan.metric, seeds) if seeds > 1 else None
+    if spread:
+        out.append(spread)
     from .parent import best_row
 
     best = best_row(rows)
@@ -169,7 +182,8 @@ def summary_text(result, plan: SweepPlan) -> str:
         values = ", ".join(
             f"{k}={_fmt(v) if isinstance(v, float) else v}" for k, v in best["sampled"].items()
         )
-        out.append(f"\nbest full-budget trial (by validation): {best['name']} ({values})")
+        what = "configuration (by mean validation)" if seeds > 1 else "trial (by validation)"
+        out.append(f"\nbest full-budget {what}: {best['name']} ({values})")
     if plan.pareto:
         cost = plan.config.search.cost
         unit = {"trainable_params": "params", "train_flops": "GFLOP/image", "peak_memory": "GiB (est.)"}[cost]

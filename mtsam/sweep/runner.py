@@ -31,11 +31,14 @@ class SweepResult:
     parent_run_id: str
     exp_path: str
     study_location: str
-    rows: list[dict] = field(default_factory=list)  # one per trial, best first (see report.trial_rows)
+    # one per trial, best first (see report.trial_rows); with search.seeds > 1 one per configuration
+    # (mean over its seeds, seeds.config_rows), the seeds' own rows in ``trials``
+    rows: list[dict] = field(default_factory=list)
     pareto: list[dict] = field(default_factory=list)
     best_adapter: str | None = None
     baseline: dict | None = None
     trivial: dict | None = None  # trivial.json: constant predictors scored on val and test
+    trials: list[dict] = field(default_factory=list)  # one per Tune trial (= rows without seeds)
 
 
 def preflight(
@@ -165,6 +168,7 @@ def _baseline(plan: SweepPlan, client, state: SweepState, clock: Clock) -> tuple
         res.gpu,
         lambda text: say(clock, text),
         parent_run_id=state.parent_run_id,
+        seeds=plan.config.search.seeds,
     )
     tr.set_tags(client, state.parent_run_id, {bl.KEY_TAG: key, "mtsam.baseline_runs": ",".join(run_ids)})
     text = baseline_text(plan, key, run_ids)
@@ -197,6 +201,8 @@ def run_sweep(plan: SweepPlan, resume: bool = False, address: str | None = None)
 
 def _run(plan: SweepPlan, resume: bool, address: str | None, state, lock: DriverLock) -> SweepResult:
     from . import report
+    from .config_runs import settle_config_runs
+    from .seeds import config_rows
     from .study import tidy_study
     from .tuning import build_tuner, scheduler_label
 
@@ -235,11 +241,11 @@ def _run(plan: SweepPlan, resume: bool, address: str | None, state, lock: Driver
         tuner = build_tuner(plan, trial_base, state, clock, resume)
         say(
             clock,
-            f"{'resuming' if resume else 'starting'} {plan.config.search.num_samples} trials "
+            f"{'resuming' if resume else 'starting'} {plan.count_text()} "
             f"({_at_once(plan)} at a time) → {plan.exp_path}",
         )
         grid = tuner.fit()
-        if grid.num_terminated + grid.num_errors < max(len(grid), plan.config.search.num_samples):
+        if grid.num_terminated + grid.num_errors < max(len(grid), plan.tune_trials):
             # Ctrl-C / SIGUSR1: Tune saved its state and returned early
             raise KeyboardInterrupt
         from . import parent
@@ -254,6 +260,7 @@ def _run(plan: SweepPlan, resume: bool, address: str | None, state, lock: Driver
             plan.base["train"]["epochs"],
             scheduler_label(plan),
         )
+        settle_config_runs(client, state.experiment_id, state.parent_run_id, plan)
         tr.close_children(
             client,
             state.experiment_id,
@@ -268,12 +275,14 @@ def _run(plan: SweepPlan, resume: bool, address: str | None, state, lock: Driver
             state.parent_run_id,
             plan.exp_path,
             plan.study_location,
-            rows=rows,
+            rows=config_rows(rows, plan.mode) if plan.config.search.seeds > 1 else rows,
             baseline=baseline_json or None,
             trivial=trivial,
+            trials=rows,
         )
         if rows and all(r["status"] == "failed" for r in rows):
             raise MTSAMError(f"all {len(rows)} trials failed; the first: {_first_error(grid)}")
+        rows = result.rows
         if plan.pareto:
             result.pareto = report.pareto_front(rows, plan)
         result.best_adapter = report.save_best(rows, plan, client, state.parent_run_id)

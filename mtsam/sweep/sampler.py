@@ -177,7 +177,9 @@ def apply_params(base: dict, sampled: dict[str, Any]) -> dict:
     for key in ("lr", "warmup_ratio", "weight_decay", "ortho_weight"):
         if f"train/{key}" in flat:
             cfg["train"][key] = flat[f"train/{key}"]
-    return cfg
+    from .seeds import SEED_KEY, apply_seed  # search.seeds: which seed of its configuration
+
+    return apply_seed(cfg, int(flat.get(f"{SEED_KEY}/index", 0)))
 
 
 def paper_point(space: SearchSpace, base: dict) -> dict[str, Any]:

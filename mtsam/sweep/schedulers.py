@@ -199,9 +199,11 @@ class KeepsStudyEnds:
     already; the tracker ends its run as stopped early at its last epoch). A FAIL in the study is
     left to Tune's ``resume_errored``. Everything else is the wrapped scheduler's."""
 
-    def __init__(self, inner, study_path: Path, study_name: str) -> None:
+    def __init__(self, inner, study_path: Path, study_name: str, epochs: int = 0) -> None:
         self.inner = inner
         self.study_path, self.study_name = str(study_path), study_name
+        self.epochs = epochs
+        self.pruned: set[int] = set()  # search.seeds: configurations one of whose seeds was stopped
         self._restored = False
 
     def __getattr__(self, name):  # the wrapped scheduler's API (Tune's private helpers included)
@@ -210,13 +212,33 @@ class KeepsStudyEnds:
         return getattr(self.inner, name)
 
     def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
+        self.__dict__.update({"epochs": 0, "pruned": set(), **state})  # a sweep of an older version
         self._restored = True  # Tune restores the scheduler from its pickle (tuner.pkl)
 
-    def choose_trial_to_run(self, tune_controller):
-        if self._restored:
-            from ray.tune.experiment import Trial
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        """One stopped seed prunes its configuration: its other seeds stop at their next result
+        (or before they start, in ``choose_trial_to_run``) instead of spending the budget."""
+        from .seeds import seed_of
 
+        decision = self.inner.on_trial_result(tune_controller, trial, result)
+        number, _ = seed_of(trial.config)
+        if number is None:
+            return decision
+        if decision == TrialScheduler.STOP and int(result.get("epoch", 0) or 0) < self.epochs:
+            self.pruned.add(number)
+        elif number in self.pruned:
+            return TrialScheduler.STOP
+        return decision
+
+    def choose_trial_to_run(self, tune_controller):
+        from ray.tune.experiment import Trial
+
+        from .seeds import seed_of
+
+        for trial in tune_controller.get_trials():
+            if trial.status in (Trial.PENDING, Trial.PAUSED) and seed_of(trial.config)[0] in self.pruned:
+                tune_controller.stop_trial(trial)
+        if self._restored:
             from .searcher import ended_trials
 
             self._restored = False
@@ -233,6 +255,11 @@ def check_scheduler(plan) -> None:
         raise ConfigError(
             f"scheduler.type: {name} ranks trials by one objective; a pareto sweep (search.mode: pareto) "
             "uses asha (its multi-objective form, mo_asha) or fifo"
+        )
+    if name in POPULATION and plan.config.search.seeds > 1:
+        raise ConfigError(
+            f"search.seeds: {name} copies one trial's weights and config into another, so the seeds "
+            "of a configuration would not stay its own; use search.seeds 1 with pbt/pb2"
         )
     if name in POPULATION:
         found = mutables(plan)
@@ -251,7 +278,7 @@ def check_scheduler(plan) -> None:
 
 
 def build_scheduler(plan) -> KeepsStudyEnds:
-    return KeepsStudyEnds(_scheduler(plan), plan.study_path, plan.name)
+    return KeepsStudyEnds(_scheduler(plan), plan.study_path, plan.name, plan.base["train"]["epochs"])
 
 
 def _scheduler(plan):

@@ -41,16 +41,25 @@ from .study import study_storage
 
 RAY_TRIAL_ID, MLFLOW_RUN_ID, EPOCH_VALUES = "ray_trial_id", "mlflow_run_id", "epoch_values"
 EPOCHS_PLANNED, STOPPED_AT, NOTE = "epochs_planned", "stopped_at_epoch", "mtsam_note"
+# search.seeds > 1 (mtsam.sweep.seeds): the seeds' Ray trial ids, values and ends, the shared config
+SEED_TRIALS, SEED_VALUES, SEED_ENDS, CONFIG = "seed_trials", "seed_values", "seed_ends", "tune_config"
+MLFLOW_SEED_RUNS = "mlflow_seed_runs"
 
 
 @dataclass
 class _Tracked:
-    """One Optuna trial of this sweep, as the searcher knows it."""
+    """One Optuna trial of this sweep (one configuration), as the searcher knows it."""
 
     trial_id: int  # Optuna's storage id
     number: int
     finished: bool = False
     values: dict[int, tuple[float, ...]] = field(default_factory=dict)  # epoch → objective value(s)
+    # search.seeds > 1: the configuration's Tune config, its seeds (Ray trial id → seed index),
+    # each seed's objective per epoch and how each seed ended ("complete" / "pruned" / "fail")
+    config: dict | None = None
+    seeds: dict[str, int] = field(default_factory=dict)
+    seed_values: dict[str, dict[int, tuple[float, ...]]] = field(default_factory=dict)
+    ended: dict[str, str] = field(default_factory=dict)
 
 
 def _finite(value: Any) -> bool:
@@ -70,6 +79,7 @@ class StudySearcher(Searcher):
         epochs: int,
         sampler=None,
         first_point: dict[str, Any] | None = None,
+        seeds: int = 1,
     ) -> None:
         single = len(objectives) == 1
         super().__init__(
@@ -83,6 +93,7 @@ class StudySearcher(Searcher):
         self.epochs = epochs
         self.sampler = sampler
         self.first_point = first_point or {}
+        self.seeds = seeds
         self._reset()
 
     def _reset(self) -> None:
@@ -126,7 +137,14 @@ class StudySearcher(Searcher):
                 tracked.values = {int(e): tuple(v) for e, v in stored.items()}
             else:
                 tracked.values = {int(e): (v,) for e, v in frozen.intermediate_values.items()}
-            self._tracked[ray_id] = tracked
+            attrs = frozen.user_attrs
+            tracked.config = attrs.get(CONFIG)
+            tracked.seeds = {k: int(v) for k, v in (attrs.get(SEED_TRIALS) or {}).items()}
+            tracked.ended = dict(attrs.get(SEED_ENDS) or {})
+            for rid, by_epoch in (attrs.get(SEED_VALUES) or {}).items():
+                tracked.seed_values[rid] = {int(e): tuple(v) for e, v in by_epoch.items()}
+            for rid in tracked.seeds or [ray_id]:
+                self._tracked[rid] = tracked
 
     def optuna_number(self, ray_trial_id: str) -> int | None:
         tracked = self._tracked.get(ray_trial_id)
@@ -138,27 +156,55 @@ class StudySearcher(Searcher):
 
     def suggest(self, trial_id: str) -> dict | None:
         study = self.study
+        if self.seeds > 1:
+            group = self._open_group()
+            if group is not None:
+                return self._add_seed(group, trial_id)
         trial = study.ask()
         trial.set_user_attr(RAY_TRIAL_ID, trial_id)
         trial.set_user_attr(EPOCHS_PLANNED, self.epochs)
-        self._tracked[trial_id] = _Tracked(trial._trial_id, trial.number)
-        return nest(self.space(trial))
+        tracked = _Tracked(trial._trial_id, trial.number)
+        self._tracked[trial_id] = tracked
+        config = nest(self.space(trial))
+        if self.seeds == 1:
+            return config
+        tracked.config = config
+        trial.set_user_attr(CONFIG, config)
+        return self._add_seed(tracked, trial_id)
+
+    def _open_group(self) -> _Tracked | None:
+        """The oldest configuration that still waits for seeds."""
+        groups = {id(t): t for t in self._tracked.values()}.values()
+        waiting = [t for t in groups if not t.finished and t.config is not None and len(t.seeds) < self.seeds]
+        return min(waiting, key=lambda t: t.number, default=None)
+
+    def _add_seed(self, tracked: _Tracked, trial_id: str) -> dict:
+        from .seeds import SEED_KEY
+
+        index = len(tracked.seeds)
+        tracked.seeds[trial_id] = index
+        self._tracked[trial_id] = tracked
+        self.study._storage.set_trial_user_attr(tracked.trial_id, SEED_TRIALS, dict(tracked.seeds))
+        return {**copy.deepcopy(tracked.config), SEED_KEY: {"index": index, "config": tracked.number}}
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         self.study  # noqa: B018 - opens the study (and the index) after a restore
         tracked = self._tracked.get(trial_id)
         if tracked is not None and not tracked.finished:
-            self._report(tracked, result)
+            self._report(tracked, result, trial_id)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         from optuna.trial import TrialState
 
         study = self.study
         tracked = self._tracked.get(trial_id)
-        if tracked is None or tracked.finished:
+        if tracked is None or tracked.finished or trial_id in tracked.ended:
             return  # told before the driver was killed (Tune's state lagged): leave it as it is
         if result:
-            self._report(tracked, result)  # a scheduler's stop result reaches only this hook
+            self._report(tracked, result, trial_id)  # a scheduler's stop result reaches only this hook
+        if tracked.seeds:
+            self._seed_complete(tracked, trial_id, result, error)
+            return
         storage = study._storage
         last = max(tracked.values, default=int((result or {}).get("epoch", 0) or 0))
         values = None
@@ -180,12 +226,60 @@ class StudySearcher(Searcher):
         values = tuple(result.get(m) for m, _ in self.objectives)
         return tuple(float(v) for v in values) if all(_finite(v) for v in values) else None
 
-    def _report(self, tracked: _Tracked, result: dict) -> None:
+    def _seed_complete(self, tracked: _Tracked, trial_id: str, result: dict | None, error: bool) -> None:
+        """One seed ended; once all of them have, the configuration is told: FAIL if a seed
+        failed, PRUNED if one was stopped early, else COMPLETE with the mean of the seeds' values
+        at each seed's best epoch."""
+        from optuna.trial import TrialState
+
+        own = tracked.seed_values.get(trial_id, {})
+        last = max(own, default=int((result or {}).get("epoch", 0) or 0))
+        tracked.ended[trial_id] = "fail" if error else "pruned" if last < self.epochs else "complete"
+        storage = self.study._storage
+        storage.set_trial_user_attr(tracked.trial_id, SEED_ENDS, dict(tracked.ended))
+        if len(tracked.ended) < self.seeds:
+            return
+        ends = set(tracked.ended.values())
+        values = None
+        if "fail" in ends:
+            state = TrialState.FAIL
+        elif "pruned" in ends:
+            state = TrialState.PRUNED
+            stopped = [max(v, default=0) for v in tracked.seed_values.values()]
+            storage.set_trial_user_attr(tracked.trial_id, STOPPED_AT, min(stopped, default=0))
+        else:
+            best = [self._best_values(v) for v in tracked.seed_values.values()]
+            best = [b for b in best if b is not None]
+            state = TrialState.COMPLETE if len(best) == self.seeds else TrialState.FAIL
+            if best and state == TrialState.COMPLETE:
+                values = [sum(b[i] for b in best) / len(best) for i in range(len(best[0]))]
+            else:
+                storage.set_trial_user_attr(tracked.trial_id, NOTE, "a seed reported no finite objective")
+        tracked.finished = True
+        self.study.tell(tracked.number, values, state=state)
+
+    def _report(self, tracked: _Tracked, result: dict, trial_id: str = "") -> None:
         epoch = result.get("epoch")
         values = self._objective_values(result)
-        if not _finite(epoch) or values is None or int(epoch) in tracked.values:
-            return  # no objective this epoch, or reported already (a retried or resumed trial)
+        if not _finite(epoch) or values is None:
+            return  # no objective this epoch
         epoch = int(epoch)
+        if tracked.seeds:  # a seed: the configuration's value is the mean once every seed has it
+            own = tracked.seed_values.setdefault(trial_id, {})
+            if epoch in own:
+                return
+            own[epoch] = values
+            stored = {
+                rid: {str(e): list(v) for e, v in sorted(by.items())}
+                for rid, by in tracked.seed_values.items()
+            }
+            self.study._storage.set_trial_user_attr(tracked.trial_id, SEED_VALUES, stored)
+            at_epoch = [by[epoch] for by in tracked.seed_values.values() if epoch in by]
+            if len(at_epoch) < self.seeds or epoch in tracked.values:
+                return
+            values = tuple(sum(v[i] for v in at_epoch) / len(at_epoch) for i in range(len(values)))
+        elif epoch in tracked.values:
+            return  # reported already (a retried or resumed trial)
         tracked.values[epoch] = values
         storage = self.study._storage
         if self.multi_objective:  # Optuna forbids intermediate values here: a user attr instead
@@ -194,14 +288,15 @@ class StudySearcher(Searcher):
         else:
             storage.set_trial_intermediate_value(tracked.trial_id, epoch, values[0])
 
-    def _best_values(self, tracked: _Tracked) -> list[float] | None:
-        """The objective values of the trial's best epoch (by the first objective): the epoch the
-        trainer selects, whose test metrics are the trial's answer."""
-        if not tracked.values:
+    def _best_values(self, tracked: _Tracked | dict[int, tuple[float, ...]]) -> list[float] | None:
+        """The objective values of the trial's (or one seed's: epoch → values) best epoch by the
+        first objective: the epoch the trainer selects, whose test metrics are the trial's answer."""
+        values = tracked.values if isinstance(tracked, _Tracked) else tracked
+        if not values:
             return None
         sign = 1 if self.objectives[0][1] == "max" else -1
-        epoch = max(sorted(tracked.values), key=lambda e: sign * tracked.values[e][0])
-        return list(tracked.values[epoch])
+        epoch = max(sorted(values), key=lambda e: sign * values[e][0])
+        return list(values[epoch])
 
     def save(self, checkpoint_path: str) -> None:
         # The study is the state; the sampler is saved for its random state, so a restored sweep
@@ -271,12 +366,28 @@ def link_mlflow_run(storage, name: str, ray_trial_id: str, run_id: str) -> int |
 
     study = optuna.load_study(study_name=name, storage=storage)
     for frozen in study.get_trials(deepcopy=False):
-        if frozen.user_attrs.get(RAY_TRIAL_ID) == ray_trial_id:
-            if frozen.user_attrs.get(MLFLOW_RUN_ID) != run_id and not frozen.state.is_finished():
+        if ray_trial_id in _ray_ids(frozen):
+            # seeds: the seed runs by Ray trial id (the configuration run is linked by link_config_run)
+            seeds = frozen.user_attrs.get(SEED_TRIALS)
+            key, value = (MLFLOW_SEED_RUNS, None) if seeds else (MLFLOW_RUN_ID, run_id)
+            if seeds:
+                value = {**(frozen.user_attrs.get(MLFLOW_SEED_RUNS) or {}), ray_trial_id: run_id}
+            if frozen.user_attrs.get(key) != value and not frozen.state.is_finished():
                 with contextlib.suppress(UpdateFinishedTrialError):  # told meanwhile
-                    storage.set_trial_user_attr(frozen._trial_id, MLFLOW_RUN_ID, run_id)
+                    storage.set_trial_user_attr(frozen._trial_id, key, value)
             return frozen.number
     return None
+
+
+def link_config_run(storage, name: str, number: int, run_id: str) -> None:
+    """Link a seeded configuration's Optuna trial to its MLflow configuration run."""
+    import optuna
+    from optuna.exceptions import UpdateFinishedTrialError
+
+    frozen = optuna.load_study(study_name=name, storage=storage).trials[number]
+    if frozen.user_attrs.get(MLFLOW_RUN_ID) != run_id and not frozen.state.is_finished():
+        with contextlib.suppress(UpdateFinishedTrialError):
+            storage.set_trial_user_attr(frozen._trial_id, MLFLOW_RUN_ID, run_id)
 
 
 def trial_numbers(path: Path, name: str) -> dict[str, int]:
@@ -284,11 +395,7 @@ def trial_numbers(path: Path, name: str) -> dict[str, int]:
     import optuna
 
     study = optuna.load_study(study_name=name, storage=study_storage(path))
-    return {
-        t.user_attrs[RAY_TRIAL_ID]: t.number
-        for t in study.get_trials(deepcopy=False)
-        if RAY_TRIAL_ID in t.user_attrs
-    }
+    return {ray_id: t.number for t in study.get_trials(deepcopy=False) for ray_id in _ray_ids(t)}
 
 
 def ended_trials(path: Path, name: str) -> set[str]:
@@ -304,4 +411,12 @@ def ended_trials(path: Path, name: str) -> set[str]:
     except KeyError:  # the file holds no study of that name (yet)
         return set()
     ended = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-    return {t.user_attrs[RAY_TRIAL_ID] for t in ended if RAY_TRIAL_ID in t.user_attrs}
+    return {ray_id for t in ended for ray_id in _ray_ids(t)}
+
+
+def _ray_ids(frozen) -> list[str]:
+    """The Ray trial ids of an Optuna trial: its seeds', or its one trial's."""
+    seeds = frozen.user_attrs.get(SEED_TRIALS)
+    if seeds:
+        return list(seeds)
+    return [frozen.user_attrs[RAY_TRIAL_ID]] if RAY_TRIAL_ID in frozen.user_attrs else []

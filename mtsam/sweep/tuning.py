@@ -43,6 +43,7 @@ def build_searcher(plan: SweepPlan):
         epochs=plan.base["train"]["epochs"],
         sampler=build_sampler(plan),
         first_point=point,
+        seeds=search.seeds,
     )
     import ray
 
@@ -132,8 +133,9 @@ def build_tuner(
             label,
             study_path=str(plan.study_path),
             log_adapters=plan.config.log_adapters,
+            seeds=plan.config.search.seeds,
         ),
-        ProgressPrinter(clock, trial_base, plan.config.search.num_samples, epochs, plan.metric, label),
+        ProgressPrinter(clock, trial_base, plan.tune_trials, epochs, plan.metric, label),
         *result_loggers(plan.config.tensorboard),
     ]
     single = not plan.pareto
@@ -142,7 +144,7 @@ def build_tuner(
         tune_config=tune.TuneConfig(
             search_alg=build_searcher(plan),
             scheduler=build_scheduler(plan),
-            num_samples=plan.config.search.num_samples,
+            num_samples=plan.tune_trials,
             metric=plan.metric if single else None,
             mode=plan.mode if single else None,
             # one warm process per slot: torch and mtsam import once; not with Ray Train workers:

@@ -1,0 +1,205 @@
+"""``search.seeds: k`` (issue 20): every configuration Optuna draws trains with k seeds.
+
+The searcher is driven through Tune's searcher API on the real Optuna journal (as in
+test_sweep_searcher.py); the sweep test runs real Ray Tune, Optuna and MLflow end to end.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import optuna
+import pytest
+from conftest import REPO, run_search
+from mlflow import MlflowClient
+
+from mtsam.errors import ConfigError
+from mtsam.sweep.config import load_sweep_config
+from mtsam.sweep.plan import make_plan
+from mtsam.sweep.sampler import SpaceSampler, apply_params, flatten, paper_point
+from mtsam.sweep.searcher import StudySearcher, ended_trials, trial_numbers
+from mtsam.sweep.seeds import config_rows, mean_std, welch
+from mtsam.sweep.study import study_storage
+
+EPOCHS, SEEDS = 3, 3
+
+
+def _searcher(tmp_path, name: str = "s") -> StudySearcher:
+    plan = make_plan(*load_sweep_config(str(REPO / "tune/configs/quickstart.yaml"), []))
+    return StudySearcher(
+        SpaceSampler(plan.config.space, plan.base),
+        name,
+        tmp_path / "optuna.journal",
+        [("val/delta_b_task", "max")],
+        EPOCHS,
+        sampler=optuna.samplers.TPESampler(seed=0),
+        first_point=paper_point(plan.config.space, plan.base),
+        seeds=SEEDS,
+    )
+
+
+def _result(epoch: int, value: float) -> dict:
+    return {"epoch": epoch, "val/delta_b_task": value}
+
+
+def _study(tmp_path, name: str = "s"):
+    return optuna.load_study(study_name=name, storage=study_storage(tmp_path / "optuna.journal"))
+
+
+def test_seeds_share_one_configuration_and_optuna_gets_their_mean(tmp_path):
+    search = _searcher(tmp_path)
+    configs = [search.suggest(f"t{i}") for i in range(2 * SEEDS)]
+    first, second = configs[:SEEDS], configs[SEEDS:]
+    assert [c["seed"] for c in first] == [{"index": i, "config": 0} for i in range(SEEDS)]
+    assert [c["seed"]["config"] for c in second] == [1] * SEEDS
+    strip = [{k: v for k, v in c.items() if k != "seed"} for c in configs]
+    assert strip[0] == strip[1] == strip[2] and strip[3] == strip[4] == strip[5]
+    assert strip[0] != strip[3]
+    assert len(_study(tmp_path).trials) == 2  # one Optuna trial per configuration
+    # the run configs differ only in their seeds: adapter init, data order (model, train)
+    base = {
+        "model": {"seed": 5},
+        "train": {"seed": 7},
+        "adapter": {"type": "tora"},
+        "weighting": {"method": "ew"},
+    }
+    base["data"] = {"tasks": ["semantic"]}
+    seeded = [apply_params(base, flatten(c)) for c in first]
+    assert [(c["model"]["seed"], c["train"]["seed"]) for c in seeded] == [(5, 7), (6, 8), (7, 9)]
+
+    # configuration 0: all seeds run the full budget; values per seed per epoch
+    values = {"t0": [1.0, 4.0, 2.0], "t1": [2.0, 3.0, 5.0], "t2": [0.0, 2.0, 3.0]}
+    for epoch in range(1, EPOCHS + 1):
+        for tid, vs in values.items():
+            search.on_trial_result(tid, _result(epoch, vs[epoch - 1]))
+    for tid in values:
+        search.on_trial_complete(tid, None)
+    # configuration 1: seed t4 is stopped by the scheduler at epoch 1, the others follow
+    for tid in ("t3", "t4", "t5"):
+        search.on_trial_result(tid, _result(1, -10.0))
+    search.on_trial_complete("t4", _result(1, -10.0))
+    assert _study(tmp_path).trials[1].state.name == "RUNNING"  # not before every seed has ended
+    search.on_trial_complete("t3", _result(2, -5.0))
+    search.on_trial_complete("t5", _result(3, 1.0))
+
+    t0, t1 = _study(tmp_path).trials
+    assert t0.state.name == "COMPLETE"
+    # mean of each seed's best epoch (4, 5, 3), not the best of the epoch means
+    assert t0.value == pytest.approx(4.0)
+    assert t0.intermediate_values == pytest.approx({1: 1.0, 2: 3.0, 3: 10 / 3})
+    assert t1.state.name == "PRUNED" and t1.user_attrs["stopped_at_epoch"] == 1
+    assert t1.intermediate_values == {1: -10.0}
+    assert trial_numbers(tmp_path / "optuna.journal", "s") == {f"t{i}": i // SEEDS for i in range(6)}
+    assert ended_trials(tmp_path / "optuna.journal", "s") == {f"t{i}" for i in range(6)}
+
+
+def test_a_restored_searcher_finishes_a_configuration_half_told(tmp_path):
+    search = _searcher(tmp_path, "r")
+    for i in range(2):
+        search.suggest(f"a{i}")
+    search.on_trial_result("a0", _result(1, 2.0))
+    search.on_trial_complete("a0", _result(EPOCHS, 4.0))
+    search = pickle.loads(pickle.dumps(search))  # as Tune restores it after a driver kill
+    assert search.suggest("a2")["seed"] == {"index": 2, "config": 0}  # the open configuration first
+    search.on_trial_result("a1", _result(1, 0.0))
+    search.on_trial_complete("a1", _result(EPOCHS, 1.0))
+    search.on_trial_complete("a2", _result(EPOCHS, 7.0))
+    (trial,) = _study(tmp_path, "r").trials
+    assert trial.state.name == "COMPLETE" and trial.value == pytest.approx((4.0 + 1.0 + 7.0) / 3)
+
+
+def test_seed_statistics_and_refusals(tmp_path):
+    assert mean_std([1.0, 2.0, 3.0]) == (2.0, 1.0, 3)
+    assert mean_std([2.0]) == (2.0, None, 1)
+    # Welch's t-test (scipy) on clearly separated vs overlapping samples; one sample against 0
+    assert welch([10.0, 11.0, 12.0], [0.0, 1.0, 2.0]) < 0.01
+    assert welch([1.0, 2.0, 3.0], [1.5, 2.5, 2.0]) > 0.5
+    assert welch([5.0, 5.5, 6.0]) < 0.01 and welch([-1.0, 1.0, 0.5]) > 0.5
+    assert welch([1.0]) is None
+    rows = [
+        {
+            "config_number": c,
+            "seed": s,
+            "outcome": o,
+            "status": o,
+            "epochs": e,
+            "score": v,
+            "name": f"x-{c}{s}",
+        }
+        | {"trial_id": f"{c}{s}", "test": {"test/delta_b_task": v / 2}, "best_epoch": e}
+        for c, s, o, e, v in [
+            (0, 0, "finished", 3, 1.0),
+            (0, 1, "finished", 3, 3.0),
+            (1, 0, "finished", 3, 9.0),
+        ]
+        + [(1, 1, "stopped_early", 1, -2.0)]
+    ]
+    first, second = config_rows(rows, "max")
+    assert (first["outcome"], first["score"], first["seeds"], first["trial_id"]) == ("finished", 2.0, 2, "01")
+    assert first["test"]["test/delta_b_task"] == 1.0 and first["test_std"]["test/delta_b_task"] > 0
+    assert second["outcome"] == "stopped_early" and second["status"] == "stopped@1"
+    refused = [f"storage={tmp_path}", "scheduler.type=pbt", "search.seeds=2"]
+    with pytest.raises(ConfigError, match=r"^search.seeds: pbt copies one trial's weights"):
+        make_plan(*load_sweep_config(None, refused))  # before any trial or folder
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_sweep_with_seeds_end_to_end(tmp_path):
+    """2 configurations × 2 seeds, real Ray/Optuna/MLflow, single-task baselines with the same 2 seeds."""
+    storage, name = tmp_path / "runs", "seeded"
+    args = f"--storage {storage} --name {name} --num-samples 2 --epochs 2".split()
+    args += ["--set", "search.seeds=2", "--set", "scheduler.type=fifo"]
+    proc = run_search(args)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    out = proc.stdout
+    assert "2 configurations × 2 seeds = 4 trials" in out
+    assert "configurations, mean ± std over 2 seeds" in out and " ± " in out
+    assert "Welch's t-test over seeds" in out
+    client = MlflowClient(f"sqlite:///{storage.resolve()}/mlflow.db")
+    exp = client.get_experiment_by_name(name)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    by_role: dict[str, list] = {}
+    for run in runs:
+        by_role.setdefault(run.data.tags.get("mtsam.role"), []).append(run)
+    assert len(by_role["trial"]) == 4 and len(by_role["config"]) == 2
+    assert len(by_role["baseline"]) == 3 * 2  # each task once per seed
+    sweep_id = by_role["sweep"][0].info.run_id
+    with open(client.download_artifacts(sweep_id, "baseline.json", str(tmp_path))) as fh:
+        baseline = json.load(fh)
+    assert baseline["seeds"] == 2 and baseline["std"]["val"]["semantic"]["miou"] is not None
+    parent_id = by_role["sweep"][0].info.run_id
+    study = optuna.load_study(study_name=name, storage=study_storage(storage / name / "optuna.journal"))
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+    for config in by_role["config"]:
+        number = config.data.tags["mtsam.config"]
+        seeds = [r for r in by_role["trial"] if r.data.tags.get("mtsam.config") == number]
+        assert sorted(r.data.tags["mtsam.seed"] for r in seeds) == ["0", "1"]
+        assert all(r.data.tags["mlflow.parentRunId"] == parent_id for r in [config, *seeds])
+        assert config.info.status == "FINISHED" and config.data.tags["mtsam.outcome"] == "finished"
+        for epoch in (1, 2):  # the configuration run: mean and std of the seeds at step = epoch
+            values = [_at(client, r.info.run_id, "val/delta_b_task", epoch) for r in seeds]
+            mean, std, _ = mean_std(values)
+            assert _at(client, config.info.run_id, "val/delta_b_task", epoch) == pytest.approx(mean)
+            assert _at(client, config.info.run_id, "val/delta_b_task_std", epoch) == pytest.approx(std)
+            assert _at(client, config.info.run_id, "seeds", epoch) == 2
+        trial = study.trials[int(number)]
+        assert trial.user_attrs["mlflow_run_id"] == config.info.run_id
+        best = [max(_history(client, r.info.run_id, "val/delta_b_task")) for r in seeds]
+        assert trial.value == pytest.approx(sum(best) / 2)  # the mean of the seeds' selected epochs
+        assert config.data.params == seeds[0].data.params  # the same configuration
+    parent = client.get_run(parent_id)
+    assert (
+        parent.data.metrics["sweep/seeds"] == 2 and "sweep/best/val/delta_b_task_std" in parent.data.metrics
+    )
+    assert "mean over 2 seeds" in parent.data.tags["mlflow.note.content"]
+
+
+def _history(client, run_id: str, key: str) -> list[float]:
+    return [m.value for m in client.get_metric_history(run_id, key)]
+
+
+def _at(client, run_id: str, key: str, step: int) -> float:
+    (value,) = [m.value for m in client.get_metric_history(run_id, key) if m.step == step]
+    return value
