@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint format bench bench-full mlflow-ui cluster-down cluster-smoke slurm-smoke clean
+.PHONY: install demo test test-fast lint format bench bench-full mlflow-ui cluster-down cluster-smoke slurm-smoke dist-smoke clean
 
 # (Re)install whenever pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -56,6 +56,12 @@ cluster-smoke: $(STAMP)
 
 slurm-smoke: $(STAMP)
 	bash tests/smoke/slurm-smoke.sh
+
+# Two 2-worker (Ray Train, gloo) trials on a real two-node ray.cluster_utils.Cluster, one worker
+# process SIGKILLed mid-trial and the trial retried (no root needed; named by path: pytest's
+# default collection, hence `make test`, skips tests/smoke/ since no file there is test_*.py).
+dist-smoke: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider -s tests/smoke/dist_smoke.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

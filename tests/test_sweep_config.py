@@ -227,6 +227,10 @@ def test_tracking_helpers():
     assert "None" not in flat.values() and not [v for v in flat.values() if "{" in v or "\n" in v]
     last = "mtsam.trainer.NonFiniteLoss: non-finite loss at epoch 2"
     assert error_reason(f'Failure # 1\nTraceback:\n  File "x.py", line 3\n{last}\n') == last
+    # a lost Ray Train worker: Ray's "key: value" lines about the dead actor are not the exception
+    gloo = "RuntimeError: Read error [127.0.0.1]:33711: Connection reset by peer"
+    dead = "\tclass_name: RayTrainWorker\n\tpid: 6250\n\tip: 10.0.0.5\nThe actor is dead because it died."
+    assert error_reason(f"ray.train.WorkerGroupError: Training failed:\n{gloo}\n{dead}") == gloo
 
 
 def test_study_file_is_a_journal_and_an_older_sqlite_study_is_kept(tmp_path):

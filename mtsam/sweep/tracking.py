@@ -254,13 +254,17 @@ def trial_error(trial) -> str:
 
 
 def error_reason(text: str | None) -> str:
-    """The last ``Type: message`` line of a Ray error trace (the exception that killed the trial)."""
+    """The last ``Type: message`` line of a Ray error trace (the exception that killed the trial).
+    The type's own name is capitalised, as exception classes are: Ray's ``key: value`` lines about a
+    dead actor (``pid: 6250``, ``ip: 10.0.0.5``) are not exceptions."""
     if not text:
         return "error (no details recorded)"
     lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
     for line in reversed(lines):
         head = line.split(":", 1)[0]
+        name = head.rsplit(".", 1)[-1]
         is_exception = ":" in line and head.replace(".", "").replace("_", "").isalnum() and head[:1].isalpha()
+        is_exception = is_exception and name[:1].isupper()
         if is_exception and not line.startswith(("File ", "Failure #", "ray.exceptions.RayTaskError")):
             return line[:1000]
     return lines[-1][:1000] if lines else "error"
