@@ -82,10 +82,11 @@ def direction(task: str, metric: str, baseline: Mapping[str, Any] | None = None)
 
 
 def normalise_baseline(baseline: Mapping[str, Any], split: str = "test") -> dict[str, Any]:
-    """Accept baseline.json's form ({"val", "test", "directions"}) or one split's {task: {metric: v}}."""
+    """Accept baseline.json's form ({"val", "test", "directions"}, and with search.seeds "std" and
+    "seeds", which Δb does not use) or one split's {task: {metric: v}}."""
     if not isinstance(baseline, Mapping) or not baseline:
         raise AnalysisError("baseline must be a non-empty dict like baseline.json ({'test': {task: {...}}})")
-    if set(baseline) <= {*SPLITS, "directions"}:
+    if set(baseline) <= {*SPLITS, "directions", "std", "seeds"}:
         return copy.deepcopy(dict(baseline))
     split_prefix(split)
     return {split: copy.deepcopy(dict(baseline))}

@@ -32,12 +32,15 @@ FORMULA = [
 def baseline_table(
     baseline: Mapping[str, Any] | None, baseline_runs: pd.DataFrame | None = None
 ) -> pd.DataFrame:
-    """One row per task/metric: direction, unit, val and test baseline value, the run it came from."""
+    """One row per task/metric: direction, unit, val and test baseline value, the run it came from
+    (with ``search.seeds``: the mean, its std and n over the seeds' runs, all listed)."""
     if not baseline:
         return pd.DataFrame(columns=["task", "metric", "direction", "unit", "val", "test", "run_id"])
     runs: dict[str, str] = {}
     if baseline_runs is not None and not baseline_runs.empty and "task" in baseline_runs.columns:
-        runs = {str(t): str(r) for t, r in zip(baseline_runs["task"], baseline_runs["run_id"])}
+        for t, r in zip(baseline_runs["task"], baseline_runs["run_id"]):
+            runs[str(t)] = f"{runs[str(t)]}, {r}" if str(t) in runs else str(r)
+    std = baseline.get("std") or {}
     rows = []
     tasks = dict.fromkeys(t for s in SPLITS for t in (baseline.get(s) or {}))
     for task in tasks:
@@ -51,6 +54,8 @@ def baseline_table(
                     "direction": {True: "↑ higher is better", False: "↓ lower is better"}.get(d, "?"),
                     "unit": UNITS.get(metric, ""),
                     **{s: (baseline.get(s) or {}).get(task, {}).get(metric) for s in ("val", "test")},
+                    **{f"{s} std": std.get(s, {}).get(task, {}).get(metric) for s in ("val", "test") if std},
+                    **({"seeds": baseline.get("seeds")} if std else {}),
                     "run_id": runs.get(task, "–"),
                 }
             )

@@ -37,6 +37,8 @@ META_COLUMNS = (
     "adapter",
     "weighting",
     "task",
+    "config",  # search.seeds > 1: the configuration (Optuna trial number) and seed of a trial;
+    "seed",  # both columns only in a seeded sweep
     "device",
     "ranks",
     "R1",
@@ -58,6 +60,8 @@ _INT_COLUMNS = (
     "R1",
     "R2",
     "R3",
+    "config",
+    "seed",
     "stopped_at_epoch",
     "epochs_planned",
     "epochs",
@@ -100,7 +104,17 @@ def ranks_label(params: dict[str, Any]) -> str:
 
 def _meta_row(rec: TrialRecord, epochs: list[int]) -> dict[str, Any]:
     p, m = rec.params, rec.meta
-    identity = ("run_id", "trial_id", "run_name", "status", "status_reason", "task", "device")
+    identity = (
+        "run_id",
+        "trial_id",
+        "run_name",
+        "status",
+        "status_reason",
+        "task",
+        "config",
+        "seed",
+        "device",
+    )
     row = {c: m.get(c) for c in identity}
     row["adapter"] = m.get("adapter") or p.get("adapter.type")
     row["weighting"] = m.get("weighting") or p.get("weighting.method")
@@ -160,8 +174,9 @@ def build_trials(records: list[TrialRecord]) -> tuple[pd.DataFrame, list[str]]:
             columns[name] = pd.Series(values, index=index, dtype=float)
         else:
             columns[name] = typed_series(values, index)
-    if all(m["task"] is None for m in metas):
-        del columns["task"]  # only baseline runs have a task
+    for name in ("task", "config", "seed"):  # only baseline runs have a task, seeded sweeps seeds
+        if all(m[name] is None for m in metas):
+            del columns[name]
     param_names = sorted({k for rec in records for k in rec.params})
     param_columns = []
     for key in param_names:

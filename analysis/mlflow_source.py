@@ -212,6 +212,10 @@ def _search(client: Any, experiment_id: str, filter_string: str) -> list[Any]:
             return runs
 
 
+def _int(text: str | None) -> int | None:
+    return int(text) if text is not None and text.lstrip("-").isdigit() else None
+
+
 def _record(client: Any, run: Any) -> TrialRecord:
     info, tags = run.info, run.data.tags
     meta = {
@@ -223,6 +227,8 @@ def _record(client: Any, run: Any) -> TrialRecord:
         "adapter": tags.get("mtsam.adapter"),
         "weighting": tags.get("mtsam.weighting"),
         "task": tags.get("mtsam.task"),
+        "config": _int(tags.get("mtsam.config")),
+        "seed": _int(tags.get("mtsam.seed")),
         "device": tags.get("mtsam.device"),
         "start_time": info.start_time,
         "end_time": info.end_time,

@@ -4,6 +4,8 @@ any backend — Agg headless, inline in a notebook — and never leak open figur
 Conventions (``analysis.outcome``): full-budget trials are filled markers and alone set the axis
 ranges and the "best" lines; early-stopped trials are hollow markers labelled "stopped@E" (a value
 of a shorter run, shown for context only). Δb axes carry a zero line (= the single-task baseline).
+A seeded sweep's configurations (``analysis.seeds.config_frame``: a ``<value> std`` column) get
+error bars of ± std over their seeds.
 """
 
 from __future__ import annotations
@@ -73,7 +75,14 @@ def _scatter_trials(
     stop = stopped_early(trials)
     stop = stop[stop[x].notna() & stop[y].notna()]
     ax.scatter(full[x].astype(float), full[y].astype(float), color=color, s=30, zorder=3, label=label_full)
-    limits = _value_axis(ax, y, full[y] if range_of is None else range_of)
+    span = full[y]
+    if f"{y} std" in full.columns:  # a seeded sweep's configurations: ± std over their seeds
+        err = full[f"{y} std"].astype(float).fillna(0.0)
+        ax.errorbar(
+            full[x].astype(float), full[y].astype(float), yerr=err, fmt="none", ecolor=color, capsize=3
+        )
+        span = pd.concat([full[y].astype(float) - err, full[y].astype(float) + err])
+    limits = _value_axis(ax, y, span if range_of is None else range_of)
     for i, (_, row) in enumerate(stop.iterrows()):
         value, xv = float(row[y]), float(row[x])
         text, marker, shown = _stopped_label(row), "o", value

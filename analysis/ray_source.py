@@ -74,7 +74,9 @@ def _record(trial_dir: Path) -> TrialRecord:
         "end_time": int(max(stamps) * 1000) if stamps else None,
     }
     if isinstance(params, dict):  # search.seeds: which seed of a configuration, not a hyperparameter
-        params = {k: v for k, v in params.items() if k != "seed"}
+        seed = params.pop("seed", None)
+        if isinstance(seed, dict):
+            meta.update({"config": seed.get("config"), "seed": seed.get("index")})
     return TrialRecord(meta, flatten(params) if isinstance(params, dict) else {}, latest, history)
 
 

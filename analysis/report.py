@@ -28,6 +28,7 @@ EXIT_ERROR = 2
 SECTIONS = {  # name -> (heading, tables shown, figures shown)
     "delta_b": ("How Δb is computed", ("baseline",), ()),
     "results": ("Best trial per group (picked on validation, test shown beside)", ("results",), ()),
+    "seeds": ("Configurations over seeds (mean ± std)", ("configurations",), ("configurations",)),
     "trials": ("All trials", ("trials",), ()),
     "hyperparameters": (
         "Searched hyperparameters and their importance",

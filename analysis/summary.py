@@ -20,6 +20,14 @@ from analysis.labels import header
 from analysis.objective import Objective
 from analysis.outcome import counts, full_budget, outcome_label
 from analysis.pareto import pareto_front
+from analysis.seeds import (
+    config_frame,
+    config_table,
+    is_seeded,
+    plot_configurations,
+    readable,
+    spread_notes,
+)
 from analysis.sweep import Sweep
 from analysis.tables import DEFAULT_GROUPS, rank_sensitivity, results_table, weighting_comparison
 
@@ -92,35 +100,63 @@ def summarize(sweep: Sweep, by: tuple[str, ...] = DEFAULT_GROUPS) -> Summary:
             "Single-task baseline B per task and metric (val and test split) with the run it came from; "
             "direction ↑/↓ gives the sign s of each metric's gain."
         )
-    shown = "test" if any(c.startswith("test/") for c in trials.columns) else "val"
+    seeded = is_seeded(trials)
+    # seeded: every per-group table and figure compares configurations (means over their seeds, std
+    # as error bars); the trial table and learning curves keep one row / line per seed
+    per = config_frame(trials) if seeded else trials
+    unit = "configurations (each the mean over its seeds)" if seeded else "trials"
+    bars = "; error bars: ± std over the seeds" if seeded else ""
+    shown = "test" if any(c.startswith("test/") for c in per.columns) else "val"
     out.tables["results"] = results_table(
-        trials, by, shown, sweep.baseline, value, higher, trivial=sweep.trivial or None
+        per, by, shown, sweep.baseline, value, higher, trivial=sweep.trivial or None
     )
     out.captions["results"] = (
-        f"Best full-budget trial per ({', '.join(by)}), ranked by {header(value)} [ranks]; the other "
+        f"Best full-budget {'configuration (mean over its seeds)' if seeded else 'trial'} per "
+        f"({', '.join(by)}), ranked by {header(value)} [ranks]; the other "
         f"columns are {shown} metrics of the same trial and selected epoch (shown, not used to choose)."
         + (" Reference rows: single-task baseline (Δb = 0)" if sweep.baseline else "")
         + ("; trivial predictor (issue #16)." if sweep.trivial else "")
     )
+    if seeded:  # search.seeds > 1: the configurations as mean ± std over their seeds
+        configs = config_table(trials, value, higher, searched)
+        n = int(trials.groupby("config").size().max())
+        out.tables["configurations"] = readable(configs, value)
+        out.captions["configurations"] = (
+            f"One row per configuration (Optuna trial) trained with {n} seeds: mean and sample std over "
+            f"the seeds of {header(value)} (validation, ranks) and of each test metric at each seed's "
+            "selected epoch (shown, not used to choose); full-budget only when every seed ran its full "
+            "budget. The tables below list each seed as its own trial."
+        )
+        out.notes += spread_notes(trials, configs, value)
+        figures_first = {
+            "configurations": (
+                lambda: plot_configurations(configs, value),
+                f"{header(value)} (validation) per configuration: mean ± std (error bar) over its {n} "
+                "seeds; hollow: a seed was stopped early; dashed: the baseline (Δb = 0).",
+            )
+        }
+    else:
+        figures_first = {}
     out.tables["trials"] = trial_table(sweep, objective, searched)
     out.captions["trials"] = (
         "All trials with every searched hyperparameter; full-budget trials first (best first), then "
         f"stopped / failed ones. {header(value)} is the validation objective at the selected epoch."
     )
     figures: dict[str, tuple] = {
+        **figures_first,
         "hyperparameters": (
-            lambda: plots.plot_hyperparameters(trials, searched, value, higher),
+            lambda: plots.plot_hyperparameters(per, searched, value, higher),
             f"{header(value)} (validation, selected epoch) against each searched hyperparameter; "
-            "filled: full-budget trials, hollow: stopped early (not final values).",
+            f"filled: full-budget {unit}, hollow: stopped early (not final values){bars}.",
         ),
     }
-    importance = param_importance(trials, searched, value, higher)
+    importance = param_importance(per, searched, value, higher)
     out.notes += importance.notes
     if not importance.table.empty:
         out.tables["importance"] = importance.table
         out.captions["importance"] = (
             f"Hyperparameter importance for {header(value)} by Optuna's FanovaImportanceEvaluator and "
-            f"PedAnovaImportanceEvaluator on the {importance.trials} full-budget (COMPLETE) trials; "
+            f"PedAnovaImportanceEvaluator on the {importance.trials} full-budget (COMPLETE) {unit}; "
             "each column sums to 1."
         )
         figures["importance"] = (
@@ -129,11 +165,11 @@ def summarize(sweep: Sweep, by: tuple[str, ...] = DEFAULT_GROUPS) -> Summary:
             ),
             f"fANOVA importance (Optuna) of the searched hyperparameters for {header(value)}.",
         )
-    x, why = plots.pareto_x(trials)
+    x, why = plots.pareto_x(per)
     if x is None:
         out.notes.append(f"Pareto view: {why}")
     else:
-        front = pareto_front(full_budget(trials), {value: objective.mode, x: "min"})
+        front = pareto_front(full_budget(per), {value: objective.mode, x: "min"})
         keep = [
             "trial_id",
             "adapter",
@@ -149,7 +185,7 @@ def summarize(sweep: Sweep, by: tuple[str, ...] = DEFAULT_GROUPS) -> Summary:
             columns={c: header(c) for c in table.columns if "/" in c or "_" in c}
         )
         out.captions["pareto"] = (
-            f"Non-dominated full-budget trials: max {header(value)} (validation), min {header(x)}"
+            f"Non-dominated full-budget {unit}: max {header(value)} (validation), min {header(x)}"
             + (
                 " (the adapter's parameters; decoders and norms are the same for every trial)."
                 if x == "adapter_params"
@@ -157,24 +193,24 @@ def summarize(sweep: Sweep, by: tuple[str, ...] = DEFAULT_GROUPS) -> Summary:
             )
         )
         figures["pareto"] = (
-            lambda: plots.plot_pareto(trials, x, value, maximize_y=higher),
+            lambda: plots.plot_pareto(per, x, value, maximize_y=higher),
             f"{header(value)} (validation) vs {header(x)}: Pareto front in red; hollow = stopped early.",
         )
-    out.tables["weighting"] = weighting_comparison(trials, value, higher)
+    out.tables["weighting"] = weighting_comparison(per, value, higher)
     out.captions["weighting"] = (
-        f"Per weighting method over full-budget trials: {header(value)} best/mean/std."
+        f"Per weighting method over full-budget {unit}: {header(value)} best/mean/std."
     )
     figures["weighting"] = (
-        lambda: plots.plot_weighting(trials, value, higher),
+        lambda: plots.plot_weighting(per, value, higher),
         f"{header(value)} (validation) per weighting method: bar = best full-budget trial; "
         "hollow = stopped early.",
     )
-    ranks = rank_sensitivity(trials, value, higher)
+    ranks = rank_sensitivity(per, value, higher)
     if not ranks.empty:
         out.tables["ranks"] = ranks
-        out.captions["ranks"] = f"ToRA ranks R1/R2/R3 over full-budget trials: {header(value)} best/mean/std."
+        out.captions["ranks"] = f"ToRA ranks R1/R2/R3 over full-budget {unit}: {header(value)} best/mean/std."
         figures["rank_sensitivity"] = (
-            lambda: plots.plot_rank_sensitivity(trials, value, higher),
+            lambda: plots.plot_rank_sensitivity(per, value, higher),
             f"{header(value)} (validation) against each ToRA rank; "
             "line = best full-budget trial per setting.",
         )

@@ -97,6 +97,10 @@ def results_table(
     table["epoch"] = pd.Series(epoch, index=best.index, dtype="Int64")
     rank_header = f"{header(value)} [ranks]"
     table[rank_header] = best[value]
+    seeded = f"{value} std" in best.columns  # configurations of a seeded sweep: means, with their std
+    if seeded:
+        table["± std"] = best[f"{value} std"]
+        table["seeds"] = best["seeds"]
     for task, metrics in columns.items():
         for metric, column in metrics.items():
             table[_header(task, metric, baseline, split)] = best[column]
@@ -104,6 +108,8 @@ def results_table(
     for column, head in deltas.items():
         if column in best.columns and column != value:
             table[head] = best[column]
+            if seeded and f"{column} std" in best.columns:
+                table[f"{head} ± std"] = best[f"{column} std"]
     params = best["trainable_params"] if "trainable_params" in best.columns else pd.NA
     table[PARAMS_HEADER] = pd.Series(params, index=best.index, dtype="Int64")
     table = table.reset_index(drop=True)

@@ -195,6 +195,46 @@ def test_sweep_with_seeds_end_to_end(tmp_path):
     )
     assert "mean over 2 seeds" in parent.data.tags["mlflow.note.content"]
 
+    # analysis: the seeds as trials with their configuration, and the configurations as mean ± std
+    from analysis.labels import header
+    from analysis.mlflow_source import load_mlflow_sweep
+    from analysis.report import main as report_main
+    from analysis.seeds import config_table
+    from analysis.summary import summarize
+
+    sweep = load_mlflow_sweep(f"sqlite:///{storage.resolve()}/mlflow.db", name)
+    trials = sweep.trials
+    assert sorted(zip(trials["config"], trials["seed"])) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert not [c for c in trials.columns if c.startswith("seed.")]  # a seed is no hyperparameter
+    summary = summarize(sweep)
+    column = sweep.objective.column
+    table = config_table(trials, column, True, [])
+    assert f"{header(column)} mean" in summary.tables["configurations"].columns
+    for _, row in table.iterrows():
+        config = next(r for r in by_role["config"] if r.data.tags["mtsam.config"] == str(row["config"]))
+        best = study.trials[int(row["config"])].value  # mean of the seeds' selected-epoch values
+        assert row[f"{column} mean"] == pytest.approx(best)
+        assert row["seeds"] == 2 and config.info.status == "FINISHED"
+    assert "configurations" in summary.figures and "val std" in summary.tables["baseline"].columns
+    results = summary.tables["results"]  # per group: the best configuration's means, with their std
+    assert "± std" in results.columns and set(results["trial"].dropna()) <= {"config#0", "config#1", ""}
+    assert any("Welch's t-test" in note for note in summary.notes)
+    assert (
+        report_main(
+            [
+                "--tracking-uri",
+                f"sqlite:///{storage.resolve()}/mlflow.db",
+                "--experiment",
+                name,
+                "--out",
+                str(tmp_path / "report"),
+            ]
+        )
+        == 0
+    )
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert "Configurations over seeds (mean ± std)" in page and "mean ± std (error bar)" in page
+
 
 def _history(client, run_id: str, key: str) -> list[float]:
     return [m.value for m in client.get_metric_history(run_id, key)]

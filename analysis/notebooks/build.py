@@ -77,6 +77,28 @@ SWEEP_SUMMARY = [
         'analysis.export_table(results, out / "results")\n'
         "display(Markdown(analysis.to_markdown(results)))"
     ),
+    new_markdown_cell(
+        "## Seeds: configurations as mean ± std\n\nA sweep with `search.seeds` > 1 trains every "
+        "configuration with several seeds (trial columns `config`, `seed`). Here each configuration's "
+        "mean ± std over its seeds, and whether the best one differs from 0 and from the runner-up by "
+        "more than the seed spread (Welch's t-test, two-sided, 5 %). The tables below list every seed."
+    ),
+    new_code_cell(
+        "from analysis.seeds import config_table, is_seeded, plot_configurations, readable, spread_notes\n"
+        "from analysis.importance import searched_params\n\n"
+        "if not is_seeded(sweep.trials):\n"
+        '    print("one seed per configuration (search.seeds: 1): no spread to show")\n'
+        "else:\n"
+        "    searched = searched_params(sweep.trials, sweep.param_columns)\n"
+        "    configs = config_table(sweep.trials, value, higher, searched)\n"
+        '    analysis.export_table(configs, out / "configurations")\n'
+        "    display(Markdown(analysis.to_markdown(readable(configs, value))))\n"
+        "    for line in spread_notes(sweep.trials, configs, value):\n"
+        "        print(line)\n"
+        "    fig = plot_configurations(configs, value)\n"
+        '    analysis.save_figure(fig, out / "configurations.png")\n'
+        '    display(Image(filename=str(out / "configurations.png")))'
+    ),
     new_markdown_cell("## All trials and the searched hyperparameters"),
     new_code_cell(
         "from analysis.importance import param_importance, searched_params\n"
