@@ -7,9 +7,12 @@ test_sweep_searcher.py); the sweep test runs real Ray Tune, Optuna and MLflow en
 from __future__ import annotations
 
 import json
+import math
 import pickle
+from pathlib import Path
 
 import optuna
+import pandas as pd
 import pytest
 from conftest import REPO, run_search
 from mlflow import MlflowClient
@@ -243,3 +246,71 @@ def _history(client, run_id: str, key: str) -> list[float]:
 def _at(client, run_id: str, key: str, step: int) -> float:
     (value,) = [m.value for m in client.get_metric_history(run_id, key) if m.step == step]
     return value
+
+
+def test_asha_stopping_one_seed_stops_its_siblings(tmp_path):
+    """Real Ray Tune with the sweep's searcher and scheduler (search.seeds 2, ASHA) on a toy
+    trainable: a configuration is PRUNED exactly when a seed was stopped early, and a seed still
+    running when its sibling was stopped is stopped too instead of spending the budget."""
+    import ray
+    from ray import tune
+
+    from mtsam.sweep.schedulers import build_scheduler
+    from mtsam.sweep.tuning import build_searcher
+
+    epochs, configs = 4, 5
+
+    def toy_trainable(config: dict) -> None:  # nested: Ray ships it by value
+        import time
+
+        from ray import tune
+
+        for epoch in range(1, epochs + 1):
+            time.sleep(0.4)  # spaced results, so a sibling is still running when a seed stops
+            value = 1000 * config["train"]["lr"] * epoch + config["seed"]["index"] * 0.01
+            tune.report({"epoch": epoch, "val/delta_b_task": value, "t": time.time()})
+
+    args = [f"storage={tmp_path / 'runs'}", "name=toy", f"base.train.epochs={epochs}"]
+    args += [f"search.num_samples={configs}", "search.seeds=2", "search.max_concurrent=2", "search.seed=3"]
+    plan = make_plan(*load_sweep_config(None, args))
+    plan.state_dir.mkdir(parents=True)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        grid = tune.Tuner(
+            toy_trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=build_searcher(plan),
+                scheduler=build_scheduler(plan),
+                num_samples=plan.tune_trials,
+                metric=plan.metric,
+                mode=plan.mode,
+                trial_dirname_creator=lambda trial: trial.trial_id,
+            ),
+            run_config=tune.RunConfig(storage_path=str(tmp_path / "ray"), name="toy", verbose=0),
+        ).fit()
+    finally:
+        ray.shutdown()
+    assert not grid.errors and len(grid) == configs * 2
+    # a seed stopped before it started (its sibling was stopped meanwhile) has no results at all
+    empty = pd.DataFrame({"epoch": [0], "t": [math.inf], "val/delta_b_task": [math.nan]})
+    frames = {Path(r.path).name: r.metrics_dataframe for r in grid}
+    runs = {tid: df if df is not None and "epoch" in df else empty for tid, df in frames.items()}
+    study = optuna.load_study(study_name="toy", storage=study_storage(plan.study_path))
+    assert len(study.trials) == configs
+    pruned = 0
+    for trial in study.trials:
+        seeds = trial.user_attrs["seed_trials"]
+        assert sorted(seeds.values()) == [0, 1]
+        last = {tid: int(runs[tid]["epoch"].max()) for tid in seeds}
+        stopped = [tid for tid, e in last.items() if e < epochs]
+        assert trial.state.name == ("PRUNED" if stopped else "COMPLETE"), (trial.number, last)
+        if not stopped:
+            finals = [float(runs[tid]["val/delta_b_task"].max()) for tid in seeds]
+            assert trial.value == pytest.approx(sum(finals) / 2)
+            continue
+        pruned += 1
+        first_stop = min(float(runs[tid]["t"].max()) for tid in stopped)
+        for tid in seeds:  # a seed that was running when its sibling stopped did not run on
+            if float(runs[tid]["t"].min()) < first_stop:
+                assert last[tid] < epochs, (trial.number, last)
+    assert pruned >= 1  # ASHA (reduction 2) stops the lower half at its rungs
