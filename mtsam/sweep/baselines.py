@@ -166,9 +166,8 @@ def resolve(
     tasks = list(base["data"]["tasks"])
     templates = [apply_seed(template(base, adapter), s) for s in range(seeds)]
     keys = [baseline_key(t) for t in templates]
-    found = {
-        (task, s): run for s, key in enumerate(keys) for task, run in find_cached(client, key, tasks).items()
-    }
+    cached = [find_cached(client, key, tasks) for key in keys]  # newest first: listed in task order
+    found = {(task, s): cached[s][task] for s in range(seeds) for task in tasks if task in cached[s]}
     label = (lambda task, s: task) if seeds == 1 else (lambda task, s: f"{task} (seed {s})")
     key = keys[0] if seeds == 1 else hashlib.sha1(",".join(keys).encode()).hexdigest()[:12]
     missing = [(t, s) for s in range(seeds) for t in tasks if (t, s) not in found]
