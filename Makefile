@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint format bench bench-full mlflow-ui cluster-down cluster-smoke slurm-smoke dist-smoke clean
+.PHONY: install demo test test-fast lint format bench bench-full bench-pareto mlflow-ui cluster-down cluster-smoke slurm-smoke dist-smoke clean
 
 # (Re)install whenever pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -37,6 +37,11 @@ bench: $(STAMP)
 
 bench-full: $(STAMP)
 	$(PY) benchmarks/run.py --full $(ARGS)
+
+# The same Pareto sweep (tune/configs/pareto.yaml) under FIFO and MO-ASHA, seeds 0 1 2: trial-epochs
+# and the final front's hypervolume (~5 min on 2 quiet cores; see BENCHMARKS.md). ARGS="--seeds 0".
+bench-pareto: $(STAMP)
+	$(PY) benchmarks/pareto_schedulers.py $(ARGS)
 
 # Local MLflow UI on the default store of `python tune/search.py` (binds 127.0.0.1 only).
 mlflow-ui: $(STAMP)

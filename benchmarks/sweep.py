@@ -148,18 +148,31 @@ def command_phases(tracking_uri: str, trials: list[dict], start: float, end: flo
     return {k: round(v, 1) for k, v in phases.items()}
 
 
-def run_once(args, overrides: list[str], storage: Path) -> dict:
-    cmd = [sys.executable, str(ROOT / "tune" / "search.py"), "--storage", str(storage), "--name", NAME]
+def run_search(
+    storage: Path, name: str, overrides: list[str], timeout: float, config: Path | None = None
+) -> tuple[str | None, float, float]:
+    """``python tune/search.py`` as a user runs it, in a fresh subprocess, storage (and its default
+    MLflow store, ``<storage>/mlflow.db``) in ``storage``. Returns (why it failed or None, wall
+    seconds, Unix time at the start)."""
+    cmd = [sys.executable, str(ROOT / "tune" / "search.py"), "--storage", str(storage), "--name", name]
+    cmd += ["--config", str(config)] if config else []
     cmd += [f"--set={o}" for o in overrides]
     start, clock = time.perf_counter(), time.time()
     try:
-        proc = subprocess.run(cmd, cwd=storage, capture_output=True, text=True, timeout=args.sweep_timeout)
+        proc = subprocess.run(cmd, cwd=storage, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        return _unavailable(f"sweep did not finish within {args.sweep_timeout} s")
+        return f"sweep did not finish within {timeout} s", time.perf_counter() - start, clock
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-        return _unavailable(f"sweep failed (exit {proc.returncode}): {tail[0]}")
+        return f"sweep failed (exit {proc.returncode}): {tail[0]}", wall, clock
+    return None, wall, clock
+
+
+def run_once(args, overrides: list[str], storage: Path) -> dict:
+    failed, wall, clock = run_search(storage, NAME, overrides, args.sweep_timeout)
+    if failed:
+        return _unavailable(failed)
     trials = read_trials(storage / NAME)
     if not trials:
         return _unavailable("sweep finished but no trial result.json was found")

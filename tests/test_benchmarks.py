@@ -233,6 +233,38 @@ def test_command_phases_from_the_mlflow_store(tmp_path):
     }
 
 
+def test_pareto_schedulers_hypervolume_and_ratios():
+    """The FIFO-vs-MO-ASHA benchmark's arithmetic: 2-D hypervolume (against Optuna's own) and the
+    per-seed ratios on one shared reference point (the sweeps themselves take minutes: not here)."""
+    import numpy as np
+    from optuna._hypervolume import compute_hypervolume
+
+    from benchmarks.pareto_schedulers import hypervolume_2d, score
+
+    points = [(41.4, 0.149), (15.5, 0.128), (10.0, 0.128), (-5.0, 0.17), (-120.0, 0.1)]
+    ref = (-100.0, 0.2)
+    inside = np.array([[-v, c] for v, c in points if v > ref[0]])  # Optuna minimises; drop (-120, ·)
+    assert hypervolume_2d(points, ref) == pytest.approx(compute_hypervolume(inside, np.array([100.0, 0.2])))
+    assert hypervolume_2d([(1.0, 2.0)], (0.0, 3.0)) == 1.0 and hypervolume_2d([], ref) == 0.0
+
+    def run(scheduler, epochs, front, pruned=(), seed=0):
+        front = [{"trial": f"t{n}", "optuna_trial": n, "objective": v, "cost": c} for n, v, c in front]
+        params = [{"lr": n} for n in range(4)]
+        return {"seed": seed, "scheduler": scheduler, "trial_epochs": epochs, "trials_phase_s": epochs,
+                "finished": 4 - len(pruned), "front": front, "pruned": list(pruned),
+                "max_cost_any_trial": 1.0, "params": params}  # fmt: skip
+
+    runs = [run("fifo", 16, [(0, 10.0, 0.5), (1, 20.0, 0.9)]), run("mo_asha", 10, [(0, 10.0, 0.5)], [1, 3])]
+    doc = score(runs, -100.0)
+    assert doc["reference_point"]["cost"] == 1.1
+    assert runs[0]["hypervolume"] == pytest.approx(110 * 0.4 + 120 * 0.2)
+    assert runs[1]["hypervolume_vs_baselines"] == pytest.approx(10 * 0.6)
+    (pair,) = doc["per_seed"]
+    assert pair["epochs_ratio"] == round(10 / 16, 3) and pair["hv_ratio"] == round(66 / 68, 3)
+    assert pair["same_configurations"] and pair["fifo_front_stopped_by_mo_asha"] == ["t1"]
+    assert not pair["fronts_equal"] and doc["total_epochs_ratio"] == round(10 / 16, 3)
+
+
 def test_memory_check_and_gpu_summary_run_on_cpu(tmp_path):
     """The GPU check's Python parts at smoke-test shapes (the GPU itself is not here)."""
     from benchmarks.gpu_summary import summarize
