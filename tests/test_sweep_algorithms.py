@@ -211,3 +211,23 @@ def test_dry_run_names_the_sampler_and_scheduler(overrides, sampler, scheduler, 
     assert main(args) == 0
     out = capsys.readouterr().out
     assert f"  sampler:    {sampler}" in out and f"  scheduler:  {scheduler}" in out
+
+
+def test_no_scheduler_pauses_a_trial_at_its_last_epoch(tmp_path):
+    """Ray's synchronous HyperBand paused a trial at its final epoch while its bracket waited and
+    then never resumed or stopped it: the sweep hung (about 1 run in 8 of the hyperband case above).
+    The wrapper every scheduler comes in lets such a trial finish; a pause before it still holds."""
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+
+    from mtsam.sweep.schedulers import KeepsStudyEnds
+
+    class Pauses(FIFOScheduler):
+        def on_trial_result(self, tune_controller, trial, result):
+            return TrialScheduler.PAUSE
+
+    wrapped = KeepsStudyEnds(Pauses(), tmp_path / "optuna.journal", "s", epochs=EPOCHS)
+    trial = SimpleNamespace(config={"train": {"lr": 1e-3}})
+    assert wrapped.on_trial_result(None, trial, {"epoch": EPOCHS - 1}) == TrialScheduler.PAUSE
+    assert wrapped.on_trial_result(None, trial, {"epoch": EPOCHS}) == TrialScheduler.CONTINUE

@@ -216,15 +216,21 @@ class KeepsStudyEnds:
         self._restored = True  # Tune restores the scheduler from its pickle (tuner.pkl)
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
-        """One stopped seed prunes its configuration: its other seeds stop at their next result
+        """A trial at its last epoch is never paused: it is done. (Ray's synchronous HyperBand
+        pauses it there while its bracket waits for the others, then never resumes or stops it —
+        the sweep hung with that trial PAUSED at its final epoch and nothing left to run.)
+        One stopped seed prunes its configuration: its other seeds stop at their next result
         (or before they start, in ``choose_trial_to_run``) instead of spending the budget."""
         from .seeds import seed_of
 
         decision = self.inner.on_trial_result(tune_controller, trial, result)
+        epoch = int(result.get("epoch", 0) or 0)
+        if decision == TrialScheduler.PAUSE and self.epochs and epoch >= self.epochs:
+            decision = TrialScheduler.CONTINUE
         number, _ = seed_of(trial.config)
         if number is None:
             return decision
-        if decision == TrialScheduler.STOP and int(result.get("epoch", 0) or 0) < self.epochs:
+        if decision == TrialScheduler.STOP and epoch < self.epochs:
             self.pruned.add(number)
         elif number in self.pruned:
             return TrialScheduler.STOP
