@@ -20,7 +20,7 @@ from pathlib import Path
 
 from . import tracking as tr
 from .params import run_params
-from .seeds import finite, mean_std, per_epoch_stats
+from .seeds import finite, means_with_std, per_epoch_stats
 
 CONFIG_TAG, SEED_TAG = "mtsam.config", "mtsam.seed"
 CONFIG_RUN_TAG, SEEDS_TAG = "mtsam.config_run", "mtsam.seeds"
@@ -160,14 +160,7 @@ class ConfigRuns:
             last = by_epoch[max(by_epoch)]
             best = by_epoch.get(last.get("best/epoch"), last)
             chosen.append({k: v for k, v in best.items() if k.startswith("test/") and finite(v)})
-        keys = [k for k in (chosen[0] if chosen else {}) if all(k in c for c in chosen)]
-        out: dict[str, float] = {}
-        for key in keys:
-            mean, std, _ = mean_std(c[key] for c in chosen)
-            out[key] = mean
-            if std is not None:
-                out[f"{key}_std"] = std
-        return out
+        return means_with_std(chosen)
 
 
 def settle_config_runs(client, experiment_id: str, parent_run_id: str, plan) -> int:

@@ -61,8 +61,14 @@ def per_epoch_stats(records: Mapping[str, Mapping[int, Mapping[str, Any]]], epoc
     rows = [by_epoch[epoch] for by_epoch in records.values() if epoch in by_epoch]
     if not rows:
         return {}
-    keys = [k for k, v in rows[0].items() if finite(v) and all(finite(r.get(k)) for r in rows)]
-    out: dict[str, float] = {"seeds": float(len(rows))}
+    return {"seeds": float(len(rows)), **means_with_std(rows)}
+
+
+def means_with_std(rows: list[Mapping[str, Any]]) -> dict[str, float]:
+    """``{key: mean, key_std: sample std}`` over the rows, for every key all rows have a finite value of."""
+    first = rows[0] if rows else {}
+    keys = [k for k, v in first.items() if finite(v) and all(finite(r.get(k)) for r in rows)]
+    out: dict[str, float] = {}
     for key in keys:
         mean, std, _ = mean_std(r[key] for r in rows)
         out[key] = mean
