@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import statistics
 import sys
@@ -44,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: make ``benchmarks`` importable
     sys.path.insert(0, str(ROOT))
 
+from benchmarks import emit  # noqa: E402
 from benchmarks.sweep import read_trials, run_search  # noqa: E402
 
 CONFIG = ROOT / "tune" / "configs" / "pareto.yaml"
@@ -250,11 +250,7 @@ def main(argv=None) -> int:
     else:
         with tempfile.TemporaryDirectory(prefix="mtsam-bench-pareto-") as tmp:
             doc = bench(args, Path(tmp))
-    text = json.dumps(doc, indent=2)
-    print(text)
-    if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(text + "\n")
+    emit(doc, args.output)
     return 0
 
 

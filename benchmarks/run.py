@@ -23,7 +23,7 @@ if str(ROOT) not in sys.path:  # run as a script: make ``benchmarks`` importable
 
 import torch  # noqa: E402
 
-from benchmarks import memory  # noqa: E402
+from benchmarks import emit, memory  # noqa: E402
 from benchmarks.layer import bench_p1  # noqa: E402
 from benchmarks.reference import reference_backward  # noqa: E402
 from benchmarks.steps import (  # noqa: E402
@@ -268,11 +268,7 @@ def main(argv=None) -> int:
     doc["details"] = {"p1": layers, "steps": steps}
     if hasattr(os, "getloadavg"):
         doc["meta"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
-    text = json.dumps(doc, indent=2)
-    print(text)
-    if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(text + "\n")
+    emit(doc, args.output)
     return 0
 
 

@@ -214,7 +214,7 @@ class StudySearcher(Searcher):
             state = TrialState.PRUNED
             storage.set_trial_user_attr(tracked.trial_id, STOPPED_AT, last)
         else:
-            values = self._best_values(tracked)
+            values = self._best_values(tracked.values)
             state = TrialState.COMPLETE if values is not None else TrialState.FAIL
             if values is None:
                 storage.set_trial_user_attr(tracked.trial_id, NOTE, "no finite objective value reported")
@@ -288,10 +288,9 @@ class StudySearcher(Searcher):
         else:
             storage.set_trial_intermediate_value(tracked.trial_id, epoch, values[0])
 
-    def _best_values(self, tracked: _Tracked | dict[int, tuple[float, ...]]) -> list[float] | None:
-        """The objective values of the trial's (or one seed's: epoch → values) best epoch by the
+    def _best_values(self, values: dict[int, tuple[float, ...]]) -> list[float] | None:
+        """Of epoch → objective value(s) (a trial's or one seed's), those of the best epoch by the
         first objective: the epoch the trainer selects, whose test metrics are the trial's answer."""
-        values = tracked.values if isinstance(tracked, _Tracked) else tracked
         if not values:
             return None
         sign = 1 if self.objectives[0][1] == "max" else -1
@@ -362,32 +361,34 @@ def link_mlflow_run(storage, name: str, ray_trial_id: str, run_id: str) -> int |
     """Link the Optuna trial of ``ray_trial_id`` to its MLflow run (while it is still running: a
     finished trial cannot change); returns its Optuna number, or None when there is none."""
     import optuna
-    from optuna.exceptions import UpdateFinishedTrialError
 
     study = optuna.load_study(study_name=name, storage=storage)
     for frozen in study.get_trials(deepcopy=False):
         if ray_trial_id in _ray_ids(frozen):
-            # seeds: the seed runs by Ray trial id (the configuration run is linked by link_config_run)
-            seeds = frozen.user_attrs.get(SEED_TRIALS)
-            key, value = (MLFLOW_SEED_RUNS, None) if seeds else (MLFLOW_RUN_ID, run_id)
-            if seeds:
-                value = {**(frozen.user_attrs.get(MLFLOW_SEED_RUNS) or {}), ray_trial_id: run_id}
-            if frozen.user_attrs.get(key) != value and not frozen.state.is_finished():
-                with contextlib.suppress(UpdateFinishedTrialError):  # told meanwhile
-                    storage.set_trial_user_attr(frozen._trial_id, key, value)
+            if frozen.user_attrs.get(SEED_TRIALS):  # a seed (link_config_run links the configuration)
+                runs = {**(frozen.user_attrs.get(MLFLOW_SEED_RUNS) or {}), ray_trial_id: run_id}
+                _set_attr(storage, frozen, MLFLOW_SEED_RUNS, runs)
+            else:
+                _set_attr(storage, frozen, MLFLOW_RUN_ID, run_id)
             return frozen.number
     return None
+
+
+def _set_attr(storage, frozen, key: str, value) -> None:
+    """A user attr of a trial still running (a finished trial cannot change)."""
+    from optuna.exceptions import UpdateFinishedTrialError
+
+    if frozen.user_attrs.get(key) != value and not frozen.state.is_finished():
+        with contextlib.suppress(UpdateFinishedTrialError):  # told meanwhile
+            storage.set_trial_user_attr(frozen._trial_id, key, value)
 
 
 def link_config_run(storage, name: str, number: int, run_id: str) -> None:
     """Link a seeded configuration's Optuna trial to its MLflow configuration run."""
     import optuna
-    from optuna.exceptions import UpdateFinishedTrialError
 
     frozen = optuna.load_study(study_name=name, storage=storage).trials[number]
-    if frozen.user_attrs.get(MLFLOW_RUN_ID) != run_id and not frozen.state.is_finished():
-        with contextlib.suppress(UpdateFinishedTrialError):
-            storage.set_trial_user_attr(frozen._trial_id, MLFLOW_RUN_ID, run_id)
+    _set_attr(storage, frozen, MLFLOW_RUN_ID, run_id)
 
 
 def trial_numbers(path: Path, name: str) -> dict[str, int]:
