@@ -4,6 +4,7 @@ one child run per trial with each epoch once, nothing stays RUNNING, the Optuna 
 from __future__ import annotations
 
 import collections
+import json
 import os
 import shutil
 import socket
@@ -193,3 +194,39 @@ def test_refill_checkpoints_restores_folders_tune_deleted_after_its_last_snapsho
     assert (tmp_path / "trial_a" / "checkpoint_000000" / "checkpoint.pt").read_bytes() == b"epoch 3"
     assert refill_checkpoints(str(tmp_path)) == []  # nothing missing any more
     assert refill_checkpoints("s3://bucket/sweep") == []
+
+
+def test_a_trial_tune_ended_during_the_kill_gets_its_undelivered_epochs(tmp_path):
+    """The driver was killed after Tune recorded a trial's last epoch and end (result.json and the
+    experiment state), before the tracker's backlog reached MLflow: the resumed sweep settles the
+    run with that epoch logged, so MLflow has every epoch the Optuna study has."""
+    from mtsam.sweep import tracking as tr
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    exp = client.create_experiment("settle")
+    parent = client.create_run(exp, tags={tr.ROLE: "sweep"}).info.run_id
+    tags = {tr.PARENT: parent, tr.ROLE: "trial", tr.TRIAL_ID: "t1", tr.EPOCHS_PLANNED: "4"}
+    run = client.create_run(exp, tags=tags).info.run_id
+    records = [
+        {"epoch": e, "reported_at": 1.7e9 + e, "train/loss/total": 1 / e, "val/delta_b_task": -10.0 * e}
+        | {"model/trainable_params": 1234}
+        for e in (1, 2)
+    ]
+    client.log_metric(run, "train/loss/total", 1.0, step=1)  # epoch 1 reached MLflow, epoch 2 did not
+    trial_dir = tmp_path / "trial_t1"
+    trial_dir.mkdir()
+    lines = [json.dumps(r) + "\n" for r in records]
+    (trial_dir / "result.json").write_text("".join(lines) + '{"epoch": 3, "tr')  # a line cut by the kill
+    row = {"trial_id": "t1", "outcome": "stopped_early", "epochs": 2, "path": str(trial_dir)}
+    row["optuna_trial"] = 5
+
+    assert tr.settle_trial_runs(client, exp, parent, [row], 4, "ASHA") == 1
+    got = client.get_run(run)
+    assert got.info.status == "FINISHED" and got.data.tags[tr.OUTCOME] == "stopped_early"
+    assert got.data.tags[tr.STOPPED_AT] == "2" and got.data.tags[tr.OPTUNA_TRIAL] == "5"
+    steps = sorted(m.step for m in client.get_metric_history(run, "train/loss/total"))
+    assert steps == [1, 2]  # epoch 1 not logged twice, epoch 2 recovered
+    assert [m.step for m in client.get_metric_history(run, "val/delta_b_task")] == [2]
+    assert client.get_metric_history(run, "model/trainable_params")[0].step == 0
+    jsonl = Path(client.download_artifacts(run, "metrics.jsonl", str(tmp_path))).read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in jsonl] == [1, 2]

@@ -68,6 +68,15 @@ def records_from_checkpoint(trial_dir: str | Path | None) -> dict[int, dict]:
     return {r["epoch"]: record_of(r) for r in history if isinstance(r.get("epoch"), int)}
 
 
+def recovered_records(trial_dir: str | Path | None) -> dict[int, dict]:
+    """epoch → record of everything a trial's folder still holds after a killed driver: Tune's
+    ``result.json`` and the history in the trial's newest checkpoint."""
+    records = records_from_results(trial_dir)
+    for epoch, record in records_from_checkpoint(trial_dir).items():
+        records.setdefault(epoch, record)
+    return records
+
+
 def log_config(client, run_id: str, config: Mapping[str, Any]) -> None:
     client.log_text(run_id, yaml.safe_dump(dict(config), sort_keys=False), "config.yaml")
 

@@ -204,18 +204,9 @@ class MlflowTracker(tune.Callback):
             self._configs.seed_ended(number)
 
     def _log_missing_epochs(self, run_id: str, records: dict[int, dict]) -> None:
-        """Epochs Tune recorded (its result.json) that never reached MLflow: their updates were
-        still in the backlog of a driver killed meanwhile, and a restored Tune replays no result."""
         logged = self._epochs.setdefault(run_id, set())
-        for epoch in sorted(set(records) - logged):
-            record = records[epoch]
-            at = record.get("reported_at")
-            stamp = int(at * 1000) if isinstance(at, (int, float)) else None
-            if run_id not in self._has_model and tr.model_metrics(record):
-                tr.log_metrics(self.client, run_id, tr.model_metrics(record), step=0, timestamp_ms=stamp)
-                self._has_model.add(run_id)
-            tr.log_metrics(self.client, run_id, tr.epoch_metrics(record), step=epoch, timestamp_ms=stamp)
-            logged.add(epoch)
+        if tr.log_missing_epochs(self.client, run_id, records, logged, run_id in self._has_model):
+            self._has_model.add(run_id)
 
     # ------------------------------------------------------------------ backlog
     def _submit(self, operation) -> None:

@@ -185,6 +185,25 @@ def placement_tags(record: Mapping[str, Any]) -> dict[str, str]:
     return {tag: str(record[key]) for key, tag in PLACEMENT_TAGS.items() if key in record}
 
 
+def log_missing_epochs(
+    mlflow_client, run_id: str, records: Mapping[int, Mapping[str, Any]], logged: set[int], has_model: bool
+) -> bool:
+    """Log the epochs of ``records`` (epoch → trainer record) that are not in ``logged`` (updated in
+    place): Tune or the trial's checkpoint recorded them, but their MLflow update was still in the
+    backlog of a driver killed meanwhile, and a restored Tune replays no result. The first record with
+    model metrics also gives step 0 unless ``has_model``. Returns whether the run now has them."""
+    for epoch in sorted(set(records) - logged):
+        record = records[epoch]
+        at = record.get("reported_at")
+        stamp = int(at * 1000) if isinstance(at, (int, float)) else None
+        if not has_model and model_metrics(record):
+            log_metrics(mlflow_client, run_id, model_metrics(record), step=0, timestamp_ms=stamp)
+            has_model = True
+        log_metrics(mlflow_client, run_id, epoch_metrics(record), step=epoch, timestamp_ms=stamp)
+        logged.add(epoch)
+    return has_model
+
+
 def logged_steps(mlflow_client, run_id: str, key: str = SENTINEL) -> set[int]:
     return {m.step for m in mlflow_client.get_metric_history(run_id, key)}
 
@@ -310,7 +329,7 @@ def settle_trial_runs(
     """After the sweep: a trial Ray Tune holds as ended whose run is still RUNNING (its end was in the
     tracker's backlog when the driver was killed, and a restored Tune replays no events for it) ends
     now as the trial did. Returns how many runs were settled."""
-    from .artifacts import log_metrics_jsonl, records_from_results
+    from .artifacts import log_metrics_jsonl, recovered_records
 
     by_trial = {r["trial_id"]: r for r in rows}
     runs = mlflow_client.search_runs(
@@ -323,15 +342,21 @@ def settle_trial_runs(
         row = by_trial.get(run.data.tags.get(TRIAL_ID))
         if row is None or run.data.tags.get(ROLE) != "trial":
             continue
+        run_id = run.info.run_id
         outcome, epoch = row["outcome"], int(row["epochs"] or 0)
         reason = row.get("error") or ""
+        records = recovered_records(row.get("path"))
+        has_model = run.data.metrics.get("model/trainable_params") is not None
+        log_missing_epochs(mlflow_client, run_id, records, logged_steps(mlflow_client, run_id), has_model)
+        if outcome != "failed" and records:  # Tune's last result may lag behind the checkpoint
+            epoch = max(epoch, max(records))
+            outcome = "stopped_early" if epoch < planned else "finished"
         tags = outcome_tags(outcome, epoch, planned, scheduler, reason)
         if row.get("optuna_trial") is not None:
             tags[OPTUNA_TRIAL] = row["optuna_trial"]
-        records = records_from_results(row.get("path"))
         if records:
-            log_metrics_jsonl(mlflow_client, run.info.run_id, [records[e] for e in sorted(records)])
-        set_tags(mlflow_client, run.info.run_id, tags)
-        mlflow_client.set_terminated(run.info.run_id, status=OUTCOME_STATUS[outcome])
+            log_metrics_jsonl(mlflow_client, run_id, [records[e] for e in sorted(records)])
+        set_tags(mlflow_client, run_id, tags)
+        mlflow_client.set_terminated(run_id, status=OUTCOME_STATUS[outcome])
         settled += 1
     return settled
