@@ -159,7 +159,7 @@ def test_sweep_of_two_worker_trials(tmp_path):
     )
     proc = run_search([*args.split(), "--set", f"base.baseline={json.dumps(INLINE_BASELINE)}"])
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    assert "(2, 2 workers each at a time)" in proc.stdout  # 5 CPUs hold two trials of 2.1
+    assert "(2 at a time, 2 workers each)" in proc.stdout  # 5 CPUs hold two trials of 2.1
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
     exp = client.get_experiment_by_name("dp")

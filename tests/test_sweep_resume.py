@@ -230,3 +230,27 @@ def test_a_trial_tune_ended_during_the_kill_gets_its_undelivered_epochs(tmp_path
     assert client.get_metric_history(run, "model/trainable_params")[0].step == 0
     jsonl = Path(client.download_artifacts(run, "metrics.jsonl", str(tmp_path))).read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in jsonl] == [1, 2]
+    assert tr.settle_trial_runs(client, exp, parent, [row], 4, "ASHA") == 0  # nothing left to settle
+    assert len(client.get_metric_history(run, "train/loss/total")) == 2
+
+
+def test_epochs_that_never_reached_an_ended_run_are_logged_at_the_end(tmp_path):
+    """A trial the tracker ended while the store was down for the last epochs' updates (kept, then
+    given up after flush_timeout_s): once the store answers, the sweep's end logs those epochs."""
+    from mtsam.sweep import tracking as tr
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    exp = client.create_experiment("gap")
+    parent = client.create_run(exp, tags={tr.ROLE: "sweep"}).info.run_id
+    tags = {tr.PARENT: parent, tr.ROLE: "trial", tr.TRIAL_ID: "t2", tr.EPOCHS_PLANNED: "3"}
+    run = client.create_run(exp, tags=tags).info.run_id
+    client.log_metric(run, "train/loss/total", 1.0, step=1)
+    client.set_terminated(run, "FINISHED")
+    trial_dir = tmp_path / "trial_t2"
+    trial_dir.mkdir()
+    lines = [json.dumps({"epoch": e, "reported_at": 1.7e9 + e, "train/loss/total": 1 / e}) for e in (1, 2, 3)]
+    (trial_dir / "result.json").write_text("\n".join(lines) + "\n")
+    row = {"trial_id": "t2", "outcome": "finished", "epochs": 3, "path": str(trial_dir)}
+    assert tr.settle_trial_runs(client, exp, parent, [row], 3, "ASHA") == 1
+    assert sorted(m.step for m in client.get_metric_history(run, "train/loss/total")) == [1, 2, 3]
+    assert client.get_run(run).info.status == "FINISHED"

@@ -12,8 +12,8 @@ from conftest import REPO
 from mtsam.sweep.config import load_sweep_config
 from mtsam.sweep.plan import make_plan
 from mtsam.sweep.sampler import SpaceSampler, paper_point
-from mtsam.sweep.searcher import StudySearcher, link_mlflow_run
-from mtsam.sweep.study import study_storage, tidy_study
+from mtsam.sweep.searcher import StudySearcher
+from mtsam.sweep.study import link_mlflow_run, study_storage, tidy_study
 
 EPOCHS = 3
 

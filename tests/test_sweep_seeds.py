@@ -16,14 +16,16 @@ import pandas as pd
 import pytest
 from conftest import REPO, run_search
 from mlflow import MlflowClient
+from ray import tune
 
 from mtsam.errors import ConfigError
 from mtsam.sweep.config import load_sweep_config
 from mtsam.sweep.plan import make_plan
 from mtsam.sweep.sampler import SpaceSampler, apply_params, flatten, paper_point
-from mtsam.sweep.searcher import StudySearcher, ended_trials, trial_numbers
+from mtsam.sweep.schedulers import stop_text
+from mtsam.sweep.searcher import StudySearcher
 from mtsam.sweep.seeds import config_rows, mean_std, welch
-from mtsam.sweep.study import study_storage
+from mtsam.sweep.study import ended_trials, study_storage, trial_numbers
 
 EPOCHS, SEEDS = 3, 3
 
@@ -48,6 +50,18 @@ def _result(epoch: int, value: float) -> dict:
 
 def _study(tmp_path, name: str = "s"):
     return optuna.load_study(study_name=name, storage=study_storage(tmp_path / "optuna.journal"))
+
+
+class _StopTexts(tune.Callback):
+    """How the sweep's tracker and progress line describe each trial that ended below its budget."""
+
+    def __init__(self, epochs: int) -> None:
+        self.epochs, self.texts = epochs, {}
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        epoch = int((trial.last_result or {}).get("epoch", 0))
+        if epoch < self.epochs:
+            self.texts[trial.trial_id] = stop_text(trial, "ASHA", epoch, self.epochs)
 
 
 def test_seeds_share_one_configuration_and_optuna_gets_their_mean(tmp_path):
@@ -253,7 +267,6 @@ def test_asha_stopping_one_seed_stops_its_siblings(tmp_path):
     trainable: a configuration is PRUNED exactly when a seed was stopped early, and a seed still
     running when its sibling was stopped is stopped too instead of spending the budget."""
     import ray
-    from ray import tune
 
     from mtsam.sweep.schedulers import build_scheduler
     from mtsam.sweep.tuning import build_searcher
@@ -274,6 +287,7 @@ def test_asha_stopping_one_seed_stops_its_siblings(tmp_path):
     args += [f"search.num_samples={configs}", "search.seeds=2", "search.max_concurrent=2", "search.seed=3"]
     plan = make_plan(*load_sweep_config(None, args))
     plan.state_dir.mkdir(parents=True)
+    texts = _StopTexts(epochs)
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         grid = tune.Tuner(
@@ -286,7 +300,9 @@ def test_asha_stopping_one_seed_stops_its_siblings(tmp_path):
                 mode=plan.mode,
                 trial_dirname_creator=lambda trial: trial.trial_id,
             ),
-            run_config=tune.RunConfig(storage_path=str(tmp_path / "ray"), name="toy", verbose=0),
+            run_config=tune.RunConfig(
+                storage_path=str(tmp_path / "ray"), name="toy", verbose=0, callbacks=[texts]
+            ),
         ).fit()
     finally:
         ray.shutdown()
@@ -297,7 +313,7 @@ def test_asha_stopping_one_seed_stops_its_siblings(tmp_path):
     runs = {tid: df if df is not None and "epoch" in df else empty for tid, df in frames.items()}
     study = optuna.load_study(study_name="toy", storage=study_storage(plan.study_path))
     assert len(study.trials) == configs
-    pruned = 0
+    pruned = with_config = 0
     for trial in study.trials:
         seeds = trial.user_attrs["seed_trials"]
         assert sorted(seeds.values()) == [0, 1]
@@ -313,4 +329,13 @@ def test_asha_stopping_one_seed_stops_its_siblings(tmp_path):
         for tid in seeds:  # a seed that was running when its sibling stopped did not run on
             if float(runs[tid]["t"].min()) < first_stop:
                 assert last[tid] < epochs, (trial.number, last)
+        # the seed ASHA stopped says so; a sibling stopped because of it says it went with its configuration
+        first = min(stopped, key=lambda tid: float(runs[tid]["t"].max()))
+        assert texts.texts[first] == f"stopped by ASHA at epoch {last[first]} of {epochs}"
+        sibling = " with its configuration (another seed was stopped by ASHA)"
+        for tid in set(stopped) - {first}:
+            text = texts.texts[tid]
+            assert text.startswith(("stopped by ASHA at epoch", "stopped at epoch")), texts.texts
+            with_config += text.endswith(sibling)
+    assert with_config == sum(t.endswith("stopped by ASHA)") for t in texts.texts.values())
     assert pruned >= 1  # ASHA (reduction 2) stops the lower half at its rungs

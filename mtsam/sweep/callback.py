@@ -30,6 +30,7 @@ from . import tracking as tr
 from .config_runs import ConfigRuns
 from .params import run_params
 from .sampler import apply_params, flatten
+from .schedulers import stop_text
 from .seeds import seed_of
 
 log = logging.getLogger(__name__)
@@ -172,8 +173,7 @@ class MlflowTracker(tune.Callback):
         """Optuna trial ↔ MLflow run: user attr ``mlflow_run_id`` there, tag ``mtsam.optuna_trial`` here."""
         if self.study_path is None:
             return
-        from .searcher import link_mlflow_run
-        from .study import study_storage
+        from .study import link_mlflow_run, study_storage
 
         if self._study_storage is None:
             self._study_storage = study_storage(Path(self.study_path))
@@ -314,7 +314,8 @@ class MlflowTracker(tune.Callback):
         # Tune hands the result that made the scheduler stop a trial to the callbacks' result hook
         # too (unlike to searchers), so it is logged already; a stop is a last epoch below the budget.
         outcome = "stopped_early" if epoch < self.epochs else "finished"
-        self._submit(lambda: self._finish(trial, outcome, epoch, checkpoint=checkpoint))
+        reason = stop_text(trial, self.scheduler, epoch, self.epochs) if outcome == "stopped_early" else ""
+        self._submit(lambda: self._finish(trial, outcome, epoch, reason, checkpoint))
 
     def on_trial_recover(self, iteration: int, trials: list, trial, **info) -> None:
         tags = {"mtsam.retries": trial.num_failures, "mtsam.last_error": tr.trial_error(trial)}

@@ -93,8 +93,7 @@ class ConfigRuns:
         t = self.tracker
         if t.study_path is None:
             return
-        from .searcher import link_config_run
-        from .study import study_storage
+        from .study import link_config_run, study_storage
 
         link_config_run(study_storage(Path(t.study_path)), t.sweep_name, number, run_id)
 

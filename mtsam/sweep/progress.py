@@ -6,6 +6,7 @@ from ray import tune
 
 from .console import Clock, fmt_metric, say
 from .sampler import apply_params, flatten
+from .schedulers import stop_text
 from .tracking import run_name, trial_error
 
 
@@ -48,7 +49,7 @@ class ProgressPrinter(tune.Callback):
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         last = trial.last_result or {}
         epoch = int(last.get("epoch", 0))
-        what = "finished" if epoch >= self.epochs else f"stopped by {self.scheduler} at epoch {epoch}"
+        what = "finished" if epoch >= self.epochs else stop_text(trial, self.scheduler, epoch)
         count = f"{self._count_done(trials, trial)}/{self.num_samples} trials"
         self._say(f"done     {self._name(trial)}  {what}  ({count})")
 

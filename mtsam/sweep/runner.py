@@ -242,17 +242,17 @@ def _run(plan: SweepPlan, resume: bool, address: str | None, state, lock: Driver
         say(
             clock,
             f"{'resuming' if resume else 'starting'} {plan.count_text()} "
-            f"({_at_once(plan)} at a time) → {plan.exp_path}",
+            f"({_at_once(plan)}) → {plan.exp_path}",
         )
         grid = tuner.fit()
         if grid.num_terminated + grid.num_errors < max(len(grid), plan.tune_trials):
             # Ctrl-C / SIGUSR1: Tune saved its state and returned early
             raise KeyboardInterrupt
         from . import parent
-        from .searcher import trial_numbers
+        from .study import trial_numbers
 
         rows = report.trial_rows(grid, plan, trial_base, trial_numbers(plan.study_path, plan.name))
-        tr.settle_trial_runs(
+        settled = tr.settle_trial_runs(
             client,
             state.experiment_id,
             state.parent_run_id,
@@ -260,6 +260,8 @@ def _run(plan: SweepPlan, resume: bool, address: str | None, state, lock: Driver
             plan.base["train"]["epochs"],
             scheduler_label(plan),
         )
+        if settled:
+            say(clock, f"MLflow: {settled} trial runs brought up to date with Ray Tune's results")
         settle_config_runs(client, state.experiment_id, state.parent_run_id, plan)
         tr.close_children(
             client,
@@ -324,9 +326,9 @@ def _at_once(plan: SweepPlan) -> str:
     wanted, res = plan.config.search.max_concurrent, plan.config.resources
     fit = check_fits(plan, ray.cluster_resources())
     if res.workers == 1:
-        return str(wanted)
+        return f"{wanted} at a time"
     lowered = f"; max_concurrent {wanted} lowered to what the cluster holds" if fit < wanted else ""
-    return f"{fit}, {res.workers} workers each{lowered}"
+    return f"{fit} at a time, {res.workers} workers each{lowered}"
 
 
 def _first_error(grid) -> str:

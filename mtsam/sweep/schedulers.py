@@ -187,6 +187,19 @@ class BudgetedPB2(_LeavesLastEpoch, PB2):
     """PB2 (GP-bandit explore) within the trial budget."""
 
 
+# Set on a Ray trial the wrapper stopped because another seed of its configuration was stopped.
+WITH_CONFIGURATION = "mtsam_stopped_with_configuration"
+
+
+def stop_text(trial, scheduler: str, epoch: int, planned: int = 0) -> str:
+    """How a trial that ended below its budget is described: stopped by the scheduler itself, or
+    with its configuration (``search.seeds``: the wrapper stopped it because a sibling seed was)."""
+    at = f"epoch {epoch} of {planned}" if planned else f"epoch {epoch}"
+    if getattr(trial, WITH_CONFIGURATION, False):
+        return f"stopped at {at} with its configuration (another seed was stopped by {scheduler})"
+    return f"stopped by {scheduler} at {at}"
+
+
 class KeepsStudyEnds:
     """Any scheduler above, which after a restore first ends the trials the Optuna study ended.
 
@@ -233,6 +246,7 @@ class KeepsStudyEnds:
         if decision == TrialScheduler.STOP and epoch < self.epochs:
             self.pruned.add(number)
         elif number in self.pruned:
+            setattr(trial, WITH_CONFIGURATION, True)
             return TrialScheduler.STOP
         return decision
 
@@ -243,9 +257,10 @@ class KeepsStudyEnds:
 
         for trial in tune_controller.get_trials():
             if trial.status in (Trial.PENDING, Trial.PAUSED) and seed_of(trial.config)[0] in self.pruned:
+                setattr(trial, WITH_CONFIGURATION, True)
                 tune_controller.stop_trial(trial)
         if self._restored:
-            from .searcher import ended_trials
+            from .study import ended_trials
 
             self._restored = False
             ended = ended_trials(Path(self.study_path), self.study_name)

@@ -23,7 +23,6 @@ already finished (Tune's own state lags up to ~10 s) keeps its state and its lat
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import pickle
@@ -37,13 +36,12 @@ from ray.tune.search import Searcher
 
 from .params import param_name
 from .sampler import SpaceSampler, nest
-from .study import study_storage
+from .study import RAY_TRIAL_ID, SEED_TRIALS, study_storage
 
-RAY_TRIAL_ID, MLFLOW_RUN_ID, EPOCH_VALUES = "ray_trial_id", "mlflow_run_id", "epoch_values"
-EPOCHS_PLANNED, STOPPED_AT, NOTE = "epochs_planned", "stopped_at_epoch", "mtsam_note"
-# search.seeds > 1 (mtsam.sweep.seeds): the seeds' Ray trial ids, values and ends, the shared config
-SEED_TRIALS, SEED_VALUES, SEED_ENDS, CONFIG = "seed_trials", "seed_values", "seed_ends", "tune_config"
-MLFLOW_SEED_RUNS = "mlflow_seed_runs"
+EPOCH_VALUES, EPOCHS_PLANNED = "epoch_values", "epochs_planned"
+STOPPED_AT, NOTE = "stopped_at_epoch", "mtsam_note"
+# search.seeds > 1 (mtsam.sweep.seeds): the seeds' values and ends, the shared config
+SEED_VALUES, SEED_ENDS, CONFIG = "seed_values", "seed_ends", "tune_config"
 
 
 @dataclass
@@ -355,69 +353,3 @@ def open_study(
         if first_point:
             study.enqueue_trial({param_name(k): v for k, v in first_point.items()})
     return study
-
-
-def link_mlflow_run(storage, name: str, ray_trial_id: str, run_id: str) -> int | None:
-    """Link the Optuna trial of ``ray_trial_id`` to its MLflow run (while it is still running: a
-    finished trial cannot change); returns its Optuna number, or None when there is none."""
-    import optuna
-
-    study = optuna.load_study(study_name=name, storage=storage)
-    for frozen in study.get_trials(deepcopy=False):
-        if ray_trial_id in _ray_ids(frozen):
-            if frozen.user_attrs.get(SEED_TRIALS):  # a seed (link_config_run links the configuration)
-                runs = {**(frozen.user_attrs.get(MLFLOW_SEED_RUNS) or {}), ray_trial_id: run_id}
-                _set_attr(storage, frozen, MLFLOW_SEED_RUNS, runs)
-            else:
-                _set_attr(storage, frozen, MLFLOW_RUN_ID, run_id)
-            return frozen.number
-    return None
-
-
-def _set_attr(storage, frozen, key: str, value) -> None:
-    """A user attr of a trial still running (a finished trial cannot change)."""
-    from optuna.exceptions import UpdateFinishedTrialError
-
-    if frozen.user_attrs.get(key) != value and not frozen.state.is_finished():
-        with contextlib.suppress(UpdateFinishedTrialError):  # told meanwhile
-            storage.set_trial_user_attr(frozen._trial_id, key, value)
-
-
-def link_config_run(storage, name: str, number: int, run_id: str) -> None:
-    """Link a seeded configuration's Optuna trial to its MLflow configuration run."""
-    import optuna
-
-    frozen = optuna.load_study(study_name=name, storage=storage).trials[number]
-    _set_attr(storage, frozen, MLFLOW_RUN_ID, run_id)
-
-
-def trial_numbers(path: Path, name: str) -> dict[str, int]:
-    """Ray trial id → Optuna trial number, from the study."""
-    import optuna
-
-    study = optuna.load_study(study_name=name, storage=study_storage(path))
-    return {ray_id: t.number for t in study.get_trials(deepcopy=False) for ray_id in _ray_ids(t)}
-
-
-def ended_trials(path: Path, name: str) -> set[str]:
-    """Ray trial ids whose Optuna trial ended COMPLETE or PRUNED (not FAIL: an errored trial may be
-    retried), from the study file; empty when there is no study yet."""
-    import optuna
-    from optuna.trial import TrialState
-
-    if not Path(path).is_file():
-        return set()
-    try:
-        study = optuna.load_study(study_name=name, storage=study_storage(Path(path)))
-    except KeyError:  # the file holds no study of that name (yet)
-        return set()
-    ended = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-    return {ray_id for t in ended for ray_id in _ray_ids(t)}
-
-
-def _ray_ids(frozen) -> list[str]:
-    """The Ray trial ids of an Optuna trial: its seeds', or its one trial's."""
-    seeds = frozen.user_attrs.get(SEED_TRIALS)
-    if seeds:
-        return list(seeds)
-    return [frozen.user_attrs[RAY_TRIAL_ID]] if RAY_TRIAL_ID in frozen.user_attrs else []

@@ -103,9 +103,11 @@ def mark_model_training(mlflow_client, experiment_id: str) -> None:
 
 
 def outcome_tags(outcome: str, epoch: int, planned: int, scheduler: str = "", reason: str = "") -> dict:
-    """The tags that say how a trial ended, with its one-line description (``mlflow.note.content``)."""
+    """The tags that say how a trial ended, with its one-line description (``mlflow.note.content``).
+    ``reason``: the error of a failed trial, why one was interrupted, or how one was stopped early
+    (``schedulers.stop_text``; "stopped by <scheduler> at epoch …" when not given)."""
     if outcome == "stopped_early":
-        note = f"stopped by {scheduler} at epoch {epoch} of {planned}"
+        note = reason or f"stopped by {scheduler} at epoch {epoch} of {planned}"
     elif outcome == "finished":
         note = f"ran all {planned} epochs"
     elif outcome == "failed":
@@ -115,8 +117,8 @@ def outcome_tags(outcome: str, epoch: int, planned: int, scheduler: str = "", re
     tags = {OUTCOME: outcome, EPOCHS_PLANNED: planned, NOTE: note[:MAX_TAG]}
     if outcome == "stopped_early":
         tags[STOPPED_AT] = epoch
-    if outcome != "finished":
-        tags[STATUS_REASON] = reason or note  # the older tag, kept for readers of earlier sweeps
+    if outcome != "finished":  # the older tag, kept for readers of earlier sweeps
+        tags[STATUS_REASON] = note if outcome == "stopped_early" else reason or note
     return tags
 
 
@@ -326,37 +328,41 @@ def close_children(
 def settle_trial_runs(
     mlflow_client, experiment_id: str, parent_run_id: str, rows: list[dict], planned: int, scheduler: str
 ) -> int:
-    """After the sweep: a trial Ray Tune holds as ended whose run is still RUNNING (its end was in the
-    tracker's backlog when the driver was killed, and a restored Tune replays no events for it) ends
-    now as the trial did. Returns how many runs were settled."""
-    from .artifacts import log_metrics_jsonl, recovered_records
+    """After the sweep, make MLflow hold what Ray Tune holds. Epochs a trial's ``result.json`` has but
+    its run lacks (their updates were in the backlog of a killed driver, or never got through to an
+    unreachable store) are logged now. A trial Tune holds as ended whose run is still RUNNING (its end
+    was in that backlog, and a restored Tune replays no events for it) ends now as the trial did,
+    with the epochs its newest checkpoint adds. Returns how many runs were changed."""
+    from .artifacts import log_metrics_jsonl, records_from_results, recovered_records
 
     by_trial = {r["trial_id"]: r for r in rows}
     runs = mlflow_client.search_runs(
-        [experiment_id],
-        f"tags.`{PARENT}` = '{parent_run_id}' and attributes.status = 'RUNNING'",
-        max_results=5000,
+        [experiment_id], f"tags.`{PARENT}` = '{parent_run_id}' and tags.`{ROLE}` = 'trial'", max_results=5000
     )
     settled = 0
     for run in runs:
         row = by_trial.get(run.data.tags.get(TRIAL_ID))
-        if row is None or run.data.tags.get(ROLE) != "trial":
+        if row is None:
             continue
-        run_id = run.info.run_id
-        outcome, epoch = row["outcome"], int(row["epochs"] or 0)
-        reason = row.get("error") or ""
-        records = recovered_records(row.get("path"))
+        run_id, running = run.info.run_id, run.info.status == "RUNNING"
+        records = (recovered_records if running else records_from_results)(row.get("path"))
+        logged = logged_steps(mlflow_client, run_id)
+        if not running and set(records) <= logged:
+            continue
         has_model = run.data.metrics.get("model/trainable_params") is not None
-        log_missing_epochs(mlflow_client, run_id, records, logged_steps(mlflow_client, run_id), has_model)
+        log_missing_epochs(mlflow_client, run_id, records, logged, has_model)
+        if records:
+            log_metrics_jsonl(mlflow_client, run_id, [records[e] for e in sorted(records)])
+        settled += 1
+        if not running:
+            continue
+        outcome, epoch = row["outcome"], int(row["epochs"] or 0)
         if outcome != "failed" and records:  # Tune's last result may lag behind the checkpoint
             epoch = max(epoch, max(records))
             outcome = "stopped_early" if epoch < planned else "finished"
-        tags = outcome_tags(outcome, epoch, planned, scheduler, reason)
+        tags = outcome_tags(outcome, epoch, planned, scheduler, row.get("error") or "")
         if row.get("optuna_trial") is not None:
             tags[OPTUNA_TRIAL] = row["optuna_trial"]
-        if records:
-            log_metrics_jsonl(mlflow_client, run_id, [records[e] for e in sorted(records)])
         set_tags(mlflow_client, run_id, tags)
         mlflow_client.set_terminated(run_id, status=OUTCOME_STATUS[outcome])
-        settled += 1
     return settled

@@ -104,7 +104,8 @@ def test_two_worker_trials_on_two_nodes_survive_a_killed_worker(tmp_path):
     )
     assert proc.returncode == 0, out[-4000:]
     assert "retry " in out, f"no retry (the trial ended before the kill?):\n{out[-4000:]}"
-    assert "starting 2 trials (1, 2 workers each;" in out, out[-4000:]  # 6 CPUs hold one trial of 4.1
+    # 6 CPUs hold one trial of 4.1
+    assert "starting 2 trials (1 at a time, 2 workers each;" in out, out[-4000:]
 
     client = MlflowClient(f"sqlite:///{storage / 'mlflow.db'}")
     exp = client.get_experiment_by_name(NAME)
