@@ -141,6 +141,7 @@ class TinySweep:
     num_samples: int
     epochs: int
     stdout: str
+    stderr: str
 
     @property
     def exp_path(self) -> Path:
@@ -162,4 +163,5 @@ def tiny_sweep(tmp_path_factory) -> TinySweep:
         num_samples=TINY_SAMPLES,
         epochs=TINY_EPOCHS,
         stdout=proc.stdout,
+        stderr=proc.stderr,
     )

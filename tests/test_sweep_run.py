@@ -112,6 +112,7 @@ def test_parent_and_nested_children(tiny_sweep, tmp_path):
             for metric, value in values.items():
                 assert metrics[f"trivial/{split}/{task}/{metric}"] == pytest.approx(value)
     assert "trivial (constant predictors)" in tiny_sweep.stdout
+    assert "A new study created" not in tiny_sweep.stdout + tiny_sweep.stderr  # Optuna's INFO lines stay out
     best_files = {a.path for a in client.list_artifacts(parent.info.run_id, "best")}
     assert best_files == {"best/adapter.pt", "best/config.yaml"}
 

@@ -114,8 +114,11 @@ def _quiet() -> None:
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "0")
     warnings.filterwarnings("ignore", module="optuna")
     warnings.filterwarnings("ignore", category=DeprecationWarning)
-    for name in ("ray", "ray.tune", "ray.train", "optuna", "mlflow", "alembic"):
+    for name in ("ray", "ray.tune", "ray.train", "mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    import optuna  # its first logger use resets its level to INFO, so set it through its own API
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # no "A new study created" between our lines
 
 
 def start_ray(plan: SweepPlan, address: str | None) -> bool:
