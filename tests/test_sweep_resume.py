@@ -254,3 +254,18 @@ def test_epochs_that_never_reached_an_ended_run_are_logged_at_the_end(tmp_path):
     assert tr.settle_trial_runs(client, exp, parent, [row], 3, "ASHA") == 1
     assert sorted(m.step for m in client.get_metric_history(run, "train/loss/total")) == [1, 2, 3]
     assert client.get_run(run).info.status == "FINISHED"
+
+
+def test_a_trial_ends_at_the_last_epoch_its_records_hold():
+    """Tune's last result lags behind a killed driver; the records (result.json, checkpoint) do not."""
+    from mtsam.sweep.tracking import final_outcome, outcome_tags
+
+    epochs = {e: {} for e in (1, 2)}
+    assert final_outcome("stopped_early", 1, epochs, 3) == ("stopped_early", 2)
+    assert final_outcome("stopped_early", 2, {**epochs, 3: {}}, 3) == ("finished", 3)
+    assert final_outcome("failed", 1, epochs, 3) == ("failed", 1)
+    assert final_outcome("finished", 3, {}, 3) == ("finished", 3)
+    tags = outcome_tags("stopped_early", 2, 3, "ASHA", with_configuration=True)
+    assert tags["mlflow.note.content"] == tags["mtsam.status_reason"]
+    note = "stopped at epoch 2 of 3 with its configuration (another seed was stopped by ASHA)"
+    assert tags["mlflow.note.content"] == note

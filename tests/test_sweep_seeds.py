@@ -22,10 +22,11 @@ from mtsam.errors import ConfigError
 from mtsam.sweep.config import load_sweep_config
 from mtsam.sweep.plan import make_plan
 from mtsam.sweep.sampler import SpaceSampler, apply_params, flatten, paper_point
-from mtsam.sweep.schedulers import stop_text
+from mtsam.sweep.schedulers import stopped_with_configuration
 from mtsam.sweep.searcher import StudySearcher
 from mtsam.sweep.seeds import config_rows, mean_std, welch
 from mtsam.sweep.study import ended_trials, study_storage, trial_numbers
+from mtsam.sweep.tracking import stop_note
 
 EPOCHS, SEEDS = 3, 3
 
@@ -61,7 +62,8 @@ class _StopTexts(tune.Callback):
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         epoch = int((trial.last_result or {}).get("epoch", 0))
         if epoch < self.epochs:
-            self.texts[trial.trial_id] = stop_text(trial, "ASHA", epoch, self.epochs)
+            together = stopped_with_configuration(trial)
+            self.texts[trial.trial_id] = stop_note("ASHA", epoch, self.epochs, together)
 
 
 def test_seeds_share_one_configuration_and_optuna_gets_their_mean(tmp_path):

@@ -30,7 +30,7 @@ from . import tracking as tr
 from .config_runs import ConfigRuns
 from .params import run_params
 from .sampler import apply_params, flatten
-from .schedulers import stop_text
+from .schedulers import stopped_with_configuration
 from .seeds import seed_of
 
 log = logging.getLogger(__name__)
@@ -181,22 +181,22 @@ class MlflowTracker(tune.Callback):
         if number is not None:
             tr.set_tags(self.client, run_id, {tr.OPTUNA_TRIAL: number})
 
-    def _finish(self, trial, outcome: str, epoch: int, reason: str = "", checkpoint=None) -> None:
+    def _finish(
+        self, trial, outcome: str, epoch: int, reason: str = "", checkpoint=None, with_configuration=False
+    ) -> None:
         run_id = self.run_for(trial)
         records = self._records.setdefault(run_id, {})
         if run_id in self._continued:
             # Tune's result.json lags behind a killed driver; the trial's newest checkpoint does not
-            for e, record in art.records_from_checkpoint(getattr(trial, "path", None)).items():
+            for e, record in art.recovered_records(getattr(trial, "path", None)).items():
                 records.setdefault(e, record)
         self._log_missing_epochs(run_id, records)
-        if outcome != "failed" and records:  # a trial stopped on restore: Tune's last result lags
-            epoch = max(epoch, max(records))
-            outcome = "stopped_early" if epoch < self.epochs else "finished"
+        outcome, epoch = tr.final_outcome(outcome, epoch, records, self.epochs)
         if records:
             art.log_metrics_jsonl(self.client, run_id, [records[e] for e in sorted(records)])
         if self.log_adapters == "all" and outcome in ("finished", "stopped_early"):
             art.log_adapter(self.client, run_id, checkpoint)
-        tags = tr.outcome_tags(outcome, epoch, self.epochs, self.scheduler, reason)
+        tags = tr.outcome_tags(outcome, epoch, self.epochs, self.scheduler, reason, with_configuration)
         tr.set_tags(self.client, run_id, tags)
         self.client.set_terminated(run_id, status=tr.OUTCOME_STATUS[outcome])
         number, _ = seed_of(trial.config)
@@ -314,8 +314,8 @@ class MlflowTracker(tune.Callback):
         # Tune hands the result that made the scheduler stop a trial to the callbacks' result hook
         # too (unlike to searchers), so it is logged already; a stop is a last epoch below the budget.
         outcome = "stopped_early" if epoch < self.epochs else "finished"
-        reason = stop_text(trial, self.scheduler, epoch, self.epochs) if outcome == "stopped_early" else ""
-        self._submit(lambda: self._finish(trial, outcome, epoch, reason, checkpoint))
+        together = stopped_with_configuration(trial)
+        self._submit(lambda: self._finish(trial, outcome, epoch, "", checkpoint, together))
 
     def on_trial_recover(self, iteration: int, trials: list, trial, **info) -> None:
         tags = {"mtsam.retries": trial.num_failures, "mtsam.last_error": tr.trial_error(trial)}

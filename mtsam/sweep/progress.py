@@ -6,8 +6,8 @@ from ray import tune
 
 from .console import Clock, fmt_metric, say
 from .sampler import apply_params, flatten
-from .schedulers import stop_text
-from .tracking import run_name, trial_error
+from .schedulers import stopped_with_configuration
+from .tracking import run_name, stop_note, trial_error
 
 
 class ProgressPrinter(tune.Callback):
@@ -49,7 +49,8 @@ class ProgressPrinter(tune.Callback):
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         last = trial.last_result or {}
         epoch = int(last.get("epoch", 0))
-        what = "finished" if epoch >= self.epochs else stop_text(trial, self.scheduler, epoch)
+        together = stopped_with_configuration(trial)
+        what = "finished" if epoch >= self.epochs else stop_note(self.scheduler, epoch, 0, together)
         count = f"{self._count_done(trials, trial)}/{self.num_samples} trials"
         self._say(f"done     {self._name(trial)}  {what}  ({count})")
 

@@ -191,13 +191,9 @@ class BudgetedPB2(_LeavesLastEpoch, PB2):
 WITH_CONFIGURATION = "mtsam_stopped_with_configuration"
 
 
-def stop_text(trial, scheduler: str, epoch: int, planned: int = 0) -> str:
-    """How a trial that ended below its budget is described: stopped by the scheduler itself, or
-    with its configuration (``search.seeds``: the wrapper stopped it because a sibling seed was)."""
-    at = f"epoch {epoch} of {planned}" if planned else f"epoch {epoch}"
-    if getattr(trial, WITH_CONFIGURATION, False):
-        return f"stopped at {at} with its configuration (another seed was stopped by {scheduler})"
-    return f"stopped by {scheduler} at {at}"
+def stopped_with_configuration(trial) -> bool:
+    """Did the wrapper stop this trial because another seed of its configuration was stopped?"""
+    return bool(getattr(trial, WITH_CONFIGURATION, False))
 
 
 class KeepsStudyEnds:

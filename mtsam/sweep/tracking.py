@@ -102,12 +102,36 @@ def mark_model_training(mlflow_client, experiment_id: str) -> None:
         mlflow_client.set_experiment_tag(experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
 
 
-def outcome_tags(outcome: str, epoch: int, planned: int, scheduler: str = "", reason: str = "") -> dict:
-    """The tags that say how a trial ended, with its one-line description (``mlflow.note.content``).
-    ``reason``: the error of a failed trial, why one was interrupted, or how one was stopped early
-    (``schedulers.stop_text``; "stopped by <scheduler> at epoch …" when not given)."""
+def stop_note(scheduler: str, epoch: int, planned: int = 0, with_configuration: bool = False) -> str:
+    """How a trial that ended below its budget is described: stopped by the scheduler, or (with
+    ``search.seeds``) together with its configuration because a sibling seed was."""
+    at = f"at epoch {epoch}" + (f" of {planned}" if planned else "")
+    if with_configuration:
+        return f"stopped {at} with its configuration (another seed was stopped by {scheduler})"
+    return f"stopped by {scheduler} {at}"
+
+
+def final_outcome(outcome: str, epoch: int, records: Mapping[int, Any], planned: int) -> tuple[str, int]:
+    """A trial's outcome and last epoch, from its epoch records when they go further than Tune's last
+    result (which lags behind a killed driver); a failure stays a failure."""
+    if outcome == "failed" or not records or max(records) <= epoch:
+        return outcome, epoch
+    epoch = max(records)
+    return ("stopped_early" if epoch < planned else "finished"), epoch
+
+
+def outcome_tags(
+    outcome: str,
+    epoch: int,
+    planned: int,
+    scheduler: str = "",
+    reason: str = "",
+    with_configuration: bool = False,
+) -> dict:
+    """The tags that say how a trial ended, with its one-line description (``mlflow.note.content``);
+    ``reason``: the error of a failed trial or why one was interrupted."""
     if outcome == "stopped_early":
-        note = reason or f"stopped by {scheduler} at epoch {epoch} of {planned}"
+        note = stop_note(scheduler, epoch, planned, with_configuration)
     elif outcome == "finished":
         note = f"ran all {planned} epochs"
     elif outcome == "failed":
@@ -117,8 +141,8 @@ def outcome_tags(outcome: str, epoch: int, planned: int, scheduler: str = "", re
     tags = {OUTCOME: outcome, EPOCHS_PLANNED: planned, NOTE: note[:MAX_TAG]}
     if outcome == "stopped_early":
         tags[STOPPED_AT] = epoch
-    if outcome != "finished":  # the older tag, kept for readers of earlier sweeps
-        tags[STATUS_REASON] = note if outcome == "stopped_early" else reason or note
+    if outcome != "finished":
+        tags[STATUS_REASON] = reason or note  # the older tag, kept for readers of earlier sweeps
     return tags
 
 
@@ -284,8 +308,8 @@ def error_reason(text: str | None) -> str:
     for line in reversed(lines):
         head = line.split(":", 1)[0]
         name = head.rsplit(".", 1)[-1]
-        is_exception = ":" in line and head.replace(".", "").replace("_", "").isalnum() and head[:1].isalpha()
-        is_exception = is_exception and name[:1].isupper()
+        dotted_name = head.replace(".", "").replace("_", "").isalnum() and head[:1].isalpha()
+        is_exception = ":" in line and dotted_name and name[:1].isupper()
         if is_exception and not line.startswith(("File ", "Failure #", "ray.exceptions.RayTaskError")):
             return line[:1000]
     return lines[-1][:1000] if lines else "error"
@@ -356,10 +380,7 @@ def settle_trial_runs(
         settled += 1
         if not running:
             continue
-        outcome, epoch = row["outcome"], int(row["epochs"] or 0)
-        if outcome != "failed" and records:  # Tune's last result may lag behind the checkpoint
-            epoch = max(epoch, max(records))
-            outcome = "stopped_early" if epoch < planned else "finished"
+        outcome, epoch = final_outcome(row["outcome"], int(row["epochs"] or 0), records, planned)
         tags = outcome_tags(outcome, epoch, planned, scheduler, row.get("error") or "")
         if row.get("optuna_trial") is not None:
             tags[OPTUNA_TRIAL] = row["optuna_trial"]
