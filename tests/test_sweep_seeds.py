@@ -337,7 +337,66 @@ def test_asha_stopping_one_seed_stops_its_siblings(tmp_path):
         sibling = " with its configuration (another seed was stopped by ASHA)"
         for tid in set(stopped) - {first}:
             text = texts.texts[tid]
-            assert text.startswith(("stopped by ASHA at epoch", "stopped at epoch")), texts.texts
+            allowed = ("stopped by ASHA at epoch", "stopped at epoch", "stopped before its first epoch")
+            assert text.startswith(allowed), texts.texts
             with_config += text.endswith(sibling)
     assert with_config == sum(t.endswith("stopped by ASHA)") for t in texts.texts.values())
     assert pruned >= 1  # ASHA (reduction 2) stops the lower half at its rungs
+
+
+def test_a_seed_stopped_before_it_started_is_a_result_row(tmp_path):
+    """One trial at a time: seed 0 is stopped at epoch 1, so seed 1 is stopped before it starts.
+    Ray's result grid must still describe it (a never-started trial had no folder, and reading its
+    ``Result.path`` ended a user's sweep in "Should not access trial_fs_path …"), and it is described
+    as stopped with its configuration."""
+    import ray
+    from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+
+    from mtsam.sweep.schedulers import KeepsStudyEnds
+    from mtsam.sweep.tuning import build_searcher
+
+    epochs = 3
+
+    class StopsSeedZero(FIFOScheduler):
+        def on_trial_result(self, tune_controller, trial, result):
+            return TrialScheduler.STOP if trial.config["seed"]["index"] == 0 else TrialScheduler.CONTINUE
+
+    def toy_trainable(config: dict) -> None:
+        from ray import tune
+
+        for epoch in range(1, epochs + 1):
+            tune.report({"epoch": epoch, "val/delta_b_task": float(epoch)})
+
+    args = [f"storage={tmp_path / 'runs'}", "name=never", f"base.train.epochs={epochs}"]
+    args += ["search.num_samples=1", "search.seeds=2", "search.max_concurrent=1", "search.seed=3"]
+    plan = make_plan(*load_sweep_config(None, args))
+    plan.state_dir.mkdir(parents=True)
+    texts = _StopTexts(epochs)
+    scheduler = KeepsStudyEnds(StopsSeedZero(), plan.study_path, plan.name, epochs)
+    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        grid = tune.Tuner(
+            toy_trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=build_searcher(plan),
+                scheduler=scheduler,
+                num_samples=plan.tune_trials,
+                metric=plan.metric,
+                mode=plan.mode,
+            ),
+            run_config=tune.RunConfig(
+                storage_path=str(tmp_path / "ray"), name="never", verbose=0, callbacks=[texts]
+            ),
+        ).fit()
+    finally:
+        ray.shutdown()
+    assert not grid.errors and len(grid) == 2
+    paths = [Path(r.path) for r in grid]  # every Result.path readable
+    started = [r.metrics.get("epoch") for r in grid]
+    assert sorted(started, key=str) == [1, None] and all(p.is_dir() for p in paths)  # seed 1 never trained
+    assert sorted(texts.texts.values()) == [
+        "stopped before its first epoch with its configuration (another seed was stopped by ASHA)",
+        "stopped by ASHA at epoch 1 of 3",
+    ]
+    (trial,) = optuna.load_study(study_name="never", storage=study_storage(plan.study_path)).trials
+    assert trial.state.name == "PRUNED"

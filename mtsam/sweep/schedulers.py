@@ -254,7 +254,7 @@ class KeepsStudyEnds:
         for trial in tune_controller.get_trials():
             if trial.status in (Trial.PENDING, Trial.PAUSED) and seed_of(trial.config)[0] in self.pruned:
                 setattr(trial, WITH_CONFIGURATION, True)
-                tune_controller.stop_trial(trial)
+                _stop_waiting(tune_controller, trial)
         if self._restored:
             from .study import ended_trials
 
@@ -262,8 +262,16 @@ class KeepsStudyEnds:
             ended = ended_trials(Path(self.study_path), self.study_name)
             for trial in tune_controller.get_trials():
                 if trial.trial_id in ended and trial.status in (Trial.PENDING, Trial.PAUSED):
-                    tune_controller.stop_trial(trial)
+                    _stop_waiting(tune_controller, trial)
         return self.inner.choose_trial_to_run(tune_controller)
+
+
+def _stop_waiting(tune_controller, trial) -> None:
+    """Stop a trial that is not running. One that never started has no folder yet, and Ray's result
+    grid cannot describe it without one (``Result.path`` raised "Should not access trial_fs_path
+    without setting trial_dir_name" and the sweep ended in an error): give it its (empty) folder."""
+    trial.init_local_path()
+    tune_controller.stop_trial(trial)
 
 
 def check_scheduler(plan) -> None:

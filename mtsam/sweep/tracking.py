@@ -106,6 +106,7 @@ def stop_note(scheduler: str, epoch: int, planned: int = 0, with_configuration: 
     """How a trial that ended below its budget is described: stopped by the scheduler, or (with
     ``search.seeds``) together with its configuration because a sibling seed was."""
     at = f"at epoch {epoch}" + (f" of {planned}" if planned else "")
+    at = "before its first epoch" if epoch == 0 else at
     if with_configuration:
         return f"stopped {at} with its configuration (another seed was stopped by {scheduler})"
     return f"stopped by {scheduler} {at}"
